@@ -1,0 +1,28 @@
+"""Packaging for btu_twisted: the Twisted scheduler daemon for BTU (Frappe) and Python RQ."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="btu_twisted",
+    version="0.1.0",
+    description="Twisted daemon that turns BTU Task Schedules into Python RQ jobs, on time, exactly once",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["btu_twisted", "btu_twisted.*"]) + ["twisted.plugins"],
+    package_data={"btu_twisted": ["data/*.toml"], "twisted": ["plugins/btu_plugin.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=23.8",
+        "txredisapi>=1.4.10",
+        "rq>=1.15,<4",
+        "redis>=4.5",
+        "pymysql>=1.0",
+        "croniter>=2.0,<8",
+        "tzdata",
+        "click>=8.0",
+    ],
+    extras_require={"test": ["hypothesis>=6.80"]},
+    entry_points={"console_scripts": ["btu-ctl = btu_twisted.cli:main"]},
+    zip_safe=False,
+)
