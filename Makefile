@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 $(BIN)/twistd: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
 install: $(BIN)/twistd
@@ -17,7 +17,7 @@ run: install
 	$(BIN)/twistd -n btu --embedded
 
 test: install
-	$(BIN)/trial tests
+	$(BIN)/python -m twisted.trial tests
 
 clean:
 	rm -rf $(VENV) _trial_temp build *.egg-info

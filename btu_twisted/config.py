@@ -22,7 +22,7 @@ EMBEDDED_CONFIG = Path(__file__).parent / "data" / "embedded.toml"
 
 SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url"})
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
-JOB_BUILDERS = ("frappe", "python", "btu-web")
+JOB_BUILDERS = ("frappe", "python")
 
 
 class ConfigError(Exception):
@@ -209,6 +209,13 @@ def parse(text: str, base_dir: Path | None = None) -> tuple[Config, list[str]]:
     config = Config(**values)
     _validate(config)
     return config, warnings
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """A copy of `config` with command-line overrides applied and checked like file values."""
+    config = dataclasses.replace(config, **{key: _coerce(key, value) for key, value in changes.items()})
+    _validate(config)
+    return config
 
 
 def config_path(explicit: str | None) -> Path:

@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.test_dispatcher -*-
+"""Dispatch: at each fire time, enqueue the due schedules' RQ jobs and plan their next fires.
+
+A timer is armed for the earliest member of the schedule set (re-armed whenever an earlier fire is
+planned); a slow poll every `scheduler_polling_interval` re-reads it as a safety net and picks up
+fires planned by a peer daemon. Rows are re-read and jobs built PREPARE_LEAD_SECS ahead of the
+fire; the enqueue thread then waits for the exact instant, so jobs land within milliseconds of it.
+"""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from btu_twisted.cron import CronError
+from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
+from btu_twisted.jobs import iso_utc
+from btu_twisted.logs import OBSERVER
+from btu_twisted.schedules import ScheduleError
+from btu_twisted.store import split_member
+
+PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
+BATCH_SIZE = 2000        # due members handled per transaction
+RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
+
+
+class Dispatcher(service.Service):
+    """Owns the fire timer; one dispatch cycle runs at a time."""
+
+    log = Logger(observer=OBSERVER)
+
+    def __init__(self, clock, store, source, rows, builder, enqueuer, run_in_thread, stats,
+                 misfire_grace_secs: int, poll_interval_secs: float):
+        self._clock = clock
+        self._store = store
+        self._source = source
+        self._rows = rows
+        self._builder = builder
+        self._enqueuer = enqueuer
+        self._run_in_thread = run_in_thread
+        self._stats = stats
+        self._grace = misfire_grace_secs
+        self._poll_interval = poll_interval_secs
+        self._poll = None
+        self._timer = None
+        self._armed_for: float | None = None
+        self._cycle: defer.Deferred | None = None
+        self._backoff = RETRY_MIN_SECS
+
+    @property
+    def armed_for(self) -> float | None:
+        """Fire instant the timer is armed for (None when nothing is planned)."""
+        return self._armed_for
+
+    def startService(self):
+        super().startService()
+        self._poll = task.LoopingCall(self.wake)
+        self._poll.clock = self._clock
+        self._poll.start(self._poll_interval, now=True)
+
+    def stopService(self):
+        """Stop the timers; an enqueue already under way is waited for, never cut in half."""
+        super().stopService()
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._cancel_timer()
+        if self._cycle is not None:
+            return self._cycle
+
+    def poke(self, when: float) -> None:
+        """A fire at `when` was just planned: re-arm if it is earlier than the armed one."""
+        if not self.running or self._cycle is not None:
+            return  # a running cycle re-reads the earliest member when it ends
+        if self._armed_for is None or when < self._armed_for:
+            self._arm_at(when)
+
+    def wake(self) -> defer.Deferred:
+        """Re-read the earliest member and arm for it (start-up, safety poll, after a cycle)."""
+        if self._cycle is not None:
+            return defer.succeed(None)
+        return self._arm()
+
+    @defer.inlineCallbacks
+    def _arm(self):
+        try:
+            earliest = yield self._store.earliest()
+        except Exception as e:
+            self._redis_failed(e)
+            self._arm_at(self._clock.seconds() + self._next_backoff() + PREPARE_LEAD_SECS)
+            return
+        self._redis_ok()
+        if earliest is None:
+            self._cancel_timer()
+        else:
+            self._arm_at(earliest[1])
+
+    def _arm_at(self, when: float) -> None:
+        self._cancel_timer()
+        delay = max(0.0, when - PREPARE_LEAD_SECS - self._clock.seconds())
+        self._armed_for = when
+        self._timer = self._clock.callLater(delay, self._start_cycle)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._armed_for = None
+
+    def _start_cycle(self) -> None:
+        self._timer = None
+        self._armed_for = None
+        self._cycle = self._run_cycle()
+        self._cycle.addBoth(self._cycle_done)
+
+    def _cycle_done(self, retry_in):
+        self._cycle = None
+        if not self.running:
+            return
+        if retry_in:
+            self._arm_at(self._clock.seconds() + retry_in + PREPARE_LEAD_SECS)
+        else:
+            self._arm()
+
+    @defer.inlineCallbacks
+    def _run_cycle(self):
+        """Dispatch everything due; fires with a back-off delay when something failed, else None."""
+        try:
+            while True:
+                now = self._clock.seconds()
+                due = yield self._store.due(now + PREPARE_LEAD_SECS, BATCH_SIZE)
+                self._redis_ok()
+                if not due:
+                    return None
+                handled = yield self._dispatch(due, now)
+                if handled < len(due):
+                    return self._next_backoff()
+        except Exception as e:
+            self._redis_failed(e)
+            return self._next_backoff()
+
+    @defer.inlineCallbacks
+    def _dispatch(self, due: list[tuple[str, float]], now: float):
+        """Enqueue one batch of due members; fires with how many members were dealt with."""
+        latest: dict[str, int] = {}
+        strays = []
+        for member, _score in due:
+            parsed = split_member(member)
+            if parsed is None:
+                strays.append(member)
+                continue
+            schedule_id, when = parsed
+            if schedule_id in latest:  # two members of one schedule: keep the latest (coalesce)
+                strays.append(f"{schedule_id}|{min(when, latest[schedule_id])}")
+            latest[schedule_id] = max(when, latest.get(schedule_id, when))
+        if strays:
+            yield self._store.remove_strays(strays)
+        rows = yield self._read_rows(list(latest))
+        fires = [self._fire(schedule_id, when, rows.get(schedule_id, _MISSING), now)
+                 for schedule_id, when in latest.items()]
+        fires = [fire for fire in fires if fire is not None]
+        for when in sorted({fire.when for fire in fires}):
+            group = [fire for fire in fires if fire.when == when]
+            outcomes = yield self._run_in_thread(self._enqueuer.dispatch, group, not_before=when)
+            self._record(group, outcomes)
+        return len(fires) + len(strays)
+
+    @defer.inlineCallbacks
+    def _read_rows(self, ids: list[str]):
+        """Current rows from the source; on failure the last rows read, said in the log."""
+        try:
+            rows = yield self._source.read(ids)
+        except Exception as e:
+            if self._stats.sql.mark(False, self._clock.seconds(), str(e)):
+                self.log.warn("{source} unreachable ({error}); dispatching from the last rows read",
+                              source=self._source.description, error=e)
+            return {i: self._rows[i] for i in ids if i in self._rows}
+        self._stats.sql.mark(True, self._clock.seconds())
+        for schedule_id in ids:
+            if schedule_id in rows:
+                self._rows[schedule_id] = rows[schedule_id]
+            else:
+                rows[schedule_id] = None  # deleted: known to be gone, not merely unknown
+                self._rows.pop(schedule_id, None)
+        return rows
+
+    def _fire(self, schedule_id: str, when: int, row, now: float) -> Fire | None:
+        """Decide what to do with one due member; None leaves it for a later cycle."""
+        if row is _MISSING:
+            self.log.warn("no row known for {schedule_id} due at {due}; it waits until the database "
+                          "answers", schedule_id=schedule_id, due=iso_utc(when))
+            return None
+        if row is None or not row.enabled:
+            self.log.info("{schedule_id} due at {due} is {state}: not enqueued", schedule_id=schedule_id,
+                          due=iso_utc(when), state="deleted" if row is None else "disabled")
+            self._stats.counts["dropped"] += 1
+            return Fire(schedule_id, when, None, None)
+        try:
+            next_when = row.next_fire(max(when, now))
+            late = now - when
+            if late > self._grace:
+                self.log.warn("skipping {schedule_id} due at {due}: {late:.0f} s late, beyond "
+                              "misfire_grace_secs={grace}", schedule_id=schedule_id, due=iso_utc(when),
+                              late=late, grace=self._grace)
+                self._stats.counts["skipped_misfires"] += 1
+                return Fire(schedule_id, when, None, next_when)
+            return Fire(schedule_id, when, self._builder.build(row, when), next_when)
+        except (CronError, ScheduleError) as e:
+            self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
+            self._stats.problem(schedule_id, str(e))
+            self._stats.counts["errors"] += 1
+            return Fire(schedule_id, when, None, None)
+
+    def _record(self, group: list[Fire], outcomes: list[str]) -> None:
+        for fire, outcome in zip(group, outcomes):
+            if outcome == ENQUEUED:
+                self._stats.counts["enqueued"] += 1
+                self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
+                              schedule_id=fire.schedule_id, due=iso_utc(fire.when),
+                              job_id=fire.job.job_id, queue=fire.job.queue)
+            elif outcome == ALREADY_ENQUEUED:
+                self._stats.counts["already_enqueued"] += 1
+                self.log.info("{schedule_id} for {due} was already enqueued (by a peer or before a "
+                              "restart)", schedule_id=fire.schedule_id, due=iso_utc(fire.when))
+
+    def _redis_ok(self) -> None:
+        self._backoff = RETRY_MIN_SECS
+        if self._stats.redis.mark(True, self._clock.seconds()):
+            self.log.info("Redis reachable")
+
+    def _redis_failed(self, error: Exception) -> None:
+        if self._stats.redis.mark(False, self._clock.seconds(), str(error)):
+            self.log.failure("dispatch failed; retrying with back-off", failure=Failure(error))
+        self._stats.counts["errors"] += 1
+
+    def _next_backoff(self) -> float:
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, self._poll_interval)
+        return delay
+
+
+_MISSING = object()  # no row known at all (database down and never read): leave the member be

@@ -1,0 +1,132 @@
+# -*- test-case-name: tests.test_integration -*-
+"""Enqueue due fires into RQ exactly once: one Redis transaction per batch, run in a thread.
+
+For each fire the transaction writes the RQ job (with the `rq` library, hash before push), moves
+the schedule's watermark `btu_scheduler:last_fire:<id>` to the fire instant, and replaces the fired
+member with the next one. WATCHing the watermarks makes the claim atomic: a fire at or before its
+schedule's watermark was already enqueued (by this daemon before a crash, or by a peer) and is
+skipped, and a crash at any instruction leaves either all of a batch's effects or none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+
+from btu_twisted.jobs import JobSpec
+from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
+
+SOCKET_TIMEOUT_SECS = 5
+WATERMARK_TTL_SECS = 8 * 24 * 3600  # far longer than any window in which a fire could be replayed
+MAX_ATTEMPTS = 20                   # WATCH conflicts only come from peers dispatching the same fires
+
+# Remove each fired member; plan the next fire unless the schedule was re-planned meanwhile.
+ADVANCE_SCRIPT = """
+for i = 1, #ARGV, 3 do
+  local id, old, nxt = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('ZREM', KEYS[1], old)
+  local current = redis.call('HGET', KEYS[2], id)
+  if (not current) or current == old then
+    if nxt == '' then
+      redis.call('HDEL', KEYS[2], id)
+    else
+      local member = id .. '|' .. nxt
+      redis.call('ZADD', KEYS[1], nxt, member)
+      redis.call('HSET', KEYS[2], id, member)
+    end
+  end
+end
+return 1
+"""
+
+ENQUEUED = "enqueued"
+ALREADY_ENQUEUED = "already enqueued"
+NOT_ENQUEUED = "not enqueued"
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One due member: what to enqueue (None: just drop or advance it) and the next fire to plan."""
+
+    schedule_id: str
+    when: int
+    job: JobSpec | None
+    next_when: int | None
+
+    @property
+    def member(self) -> str:
+        return make_member(self.schedule_id, self.when)
+
+
+class Enqueuer:
+    """Blocking RQ/Redis client; every method is meant to run in a pool thread."""
+
+    def __init__(self, redis_url: str, now=time.time, sleep=time.sleep):
+        # No client-side retries: a failed transaction is retried by the dispatcher, which
+        # re-reads what is due, so a retried EXEC can never enqueue a fire twice.
+        self.connection = redis.Redis.from_url(redis_url, socket_timeout=SOCKET_TIMEOUT_SECS,
+                                               socket_connect_timeout=SOCKET_TIMEOUT_SECS,
+                                               retry=Retry(NoBackoff(), 0))
+        self._now = now
+        self._sleep = sleep
+        self._queues: dict[str, Queue] = {}
+
+    def dispatch(self, fires: list[Fire], not_before: float) -> list[str]:
+        """Wait until `not_before`, then enqueue `fires` atomically; returns one outcome per fire.
+
+        Jobs are built before the wait so that, at the fire instant, only the transaction is left.
+        """
+        jobs = {fire.member: self._create(fire.job) for fire in fires if fire.job is not None}
+        keys = [LAST_FIRE_PREFIX + fire.schedule_id for fire in fires]
+        delay = not_before - self._now()
+        if delay > 0:
+            self._sleep(delay)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return self._transact(fires, jobs, keys)
+            except redis.WatchError:
+                continue
+        raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting attempts to enqueue "
+                           f"{len(fires)} fires")
+
+    def _transact(self, fires: list[Fire], jobs: dict, keys: list[str]) -> list[str]:
+        with self.connection.pipeline() as pipe:
+            pipe.watch(*keys)
+            watermarks = pipe.mget(keys)
+            pipe.multi()
+            outcomes, advance = [], []
+            for fire, key, watermark in zip(fires, keys, watermarks):
+                if watermark is not None and int(watermark) >= fire.when:
+                    outcomes.append(ALREADY_ENQUEUED)
+                elif fire.job is None:
+                    outcomes.append(NOT_ENQUEUED)
+                else:
+                    self._queue(fire.job.queue).enqueue_job(jobs[fire.member], pipeline=pipe)
+                    pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
+                    outcomes.append(ENQUEUED)
+                advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
+            pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
+            pipe.execute()
+            return outcomes
+
+    def _create(self, spec: JobSpec):
+        return self._queue(spec.queue).create_job(
+            spec.func, kwargs=spec.kwargs, timeout=spec.timeout, description=spec.description,
+            job_id=spec.job_id, meta=spec.meta)
+
+    def _queue(self, name: str) -> Queue:
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.connection)
+        return self._queues[name]
+
+    def ping(self) -> bool:
+        """Whether Redis answers (used by status and start-up checks)."""
+        return bool(self.connection.ping())
+
+    def close(self) -> None:
+        self.connection.close()

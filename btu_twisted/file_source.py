@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_file_source -*-
+"""Read tasks and schedules from a TOML schedule file, so the daemon runs with no Frappe database.
+
+The file is re-read whenever it changes; its tables use the Frappe column names:
+
+    time_zone = "Europe/London"
+    [tasks.BTU-00001]
+    function_string = "btu_twisted.examples.hello"
+    arguments = { greeting = "hello" }     # a table, or Python-literal text as Frappe stores it
+    [schedules.TS-000001]
+    task = "BTU-00001"
+    cron_string = "*/10 * * * * * *"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from twisted.internet import defer, threads
+
+from btu_twisted.schedules import DEFAULT_TASK_DURATION_SECS, Schedule
+
+
+class ScheduleFileError(ValueError):
+    """The schedule file cannot be read or one of its entries is malformed."""
+
+
+class FileSource:
+    """Schedules from a TOML file; reads happen in a thread, results are cached by mtime."""
+
+    description = "schedule file"
+
+    def __init__(self, path: str, fallback_zone: str = "UTC"):
+        self.path = Path(path)
+        self._fallback_zone = fallback_zone
+        self._cache: tuple[float, dict[str, Schedule]] | None = None
+
+    def enabled_ids(self) -> defer.Deferred:
+        """Fire with the IDs of the enabled schedules in the file."""
+        return threads.deferToThread(lambda: [s.schedule_id for s in self._load().values() if s.enabled])
+
+    def read(self, ids: list[str]) -> defer.Deferred:
+        """Fire with {id: Schedule} for those of `ids` present in the file."""
+        return threads.deferToThread(lambda: _pick(self._load(), ids))
+
+    def close(self) -> None:
+        """Nothing to release; present so both sources can be closed alike."""
+
+    def _load(self) -> dict[str, Schedule]:
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except OSError as e:
+            raise ScheduleFileError(f"schedule file {self.path}: {e.strerror}") from None
+        if self._cache is None or self._cache[0] != mtime:
+            self._cache = (mtime, load_schedule_file(self.path, self._fallback_zone))
+        return self._cache[1]
+
+
+def _pick(schedules: dict[str, Schedule], ids: list[str]) -> dict[str, Schedule]:
+    return {i: schedules[i] for i in ids if i in schedules}
+
+
+def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Schedule]:
+    """Parse the whole file into {schedule_id: Schedule}; errors name the file and the entry."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ScheduleFileError(f"schedule file {path}: {e}") from None
+    zone = raw.get("time_zone") or fallback_zone
+    tasks = raw.get("tasks", {})
+    schedules = {}
+    for schedule_id, entry in raw.get("schedules", {}).items():
+        if not isinstance(entry, dict):
+            raise ScheduleFileError(f"schedule file {path}: schedules.{schedule_id} is not a table")
+        task = tasks.get(entry.get("task"), {})
+        schedules[schedule_id] = Schedule(
+            schedule_id=schedule_id,
+            task_id=entry.get("task", ""),
+            cron_string=str(entry.get("cron_string", "")).strip(),
+            queue_name=entry.get("queue_name") or task.get("queue_name") or "default",
+            function_string=task.get("function_string", ""),
+            arguments=_literal_text(task.get("arguments")),
+            argument_overrides=_literal_text(entry.get("argument_overrides")),
+            max_task_duration=int(task.get("max_task_duration", DEFAULT_TASK_DURATION_SECS)),
+            description=task.get("desc_short", ""),
+            enabled=bool(entry.get("enabled", True)),
+            time_zone=zone,
+        )
+    return schedules
+
+
+def _literal_text(value) -> str | None:
+    """Arguments may be a TOML table or Frappe's Python-literal text; keep the text form."""
+    if value is None or isinstance(value, str):
+        return value
+    return repr(value)

@@ -1,0 +1,21 @@
+# -*- test-case-name: tests.test_config -*-
+"""The daemon's log level: `tracing_level` (Rust names) filters the events of btu_twisted's loggers.
+
+Every module logs through `Logger(observer=OBSERVER)`, a filter in front of the global publisher,
+so the level applies to our events whatever observer twistd installed.
+"""
+
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
+                            globalLogPublisher)
+
+_LEVELS = {"TRACE": LogLevel.debug, "DEBUG": LogLevel.debug, "INFO": LogLevel.info,
+           "WARN": LogLevel.warn, "WARNING": LogLevel.warn, "ERROR": LogLevel.error,
+           "CRITICAL": LogLevel.critical}
+
+_PREDICATE = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+OBSERVER = FilteringLogObserver(lambda event: globalLogPublisher(event), [_PREDICATE])
+
+
+def set_level(name: str) -> None:
+    """Apply a Rust-style level name (TRACE, DEBUG, INFO, WARN, ERROR)."""
+    _PREDICATE.setLogLevelForNamespace("", _LEVELS[name.upper()])

@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_schedules -*-
+"""The schedule record the daemon plans and dispatches: a BTU Task Schedule joined with its BTU Task.
+
+Both sources (MariaDB and the schedule file) produce these; everything downstream reads only them.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from btu_twisted import cron
+
+MAX_ARGUMENTS_CHARS = 65536  # literal_eval on web-user text: bound its size before parsing
+MAX_ARGUMENTS_DEPTH = 32     # and its nesting, so the parser cannot recurse without limit
+DEFAULT_TASK_DURATION_SECS = 600
+
+
+class ScheduleError(ValueError):
+    """A schedule row cannot be planned or dispatched; the message says which column and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One BTU Task Schedule with the fields of its task that a job needs, and the zone of its cron."""
+
+    schedule_id: str
+    task_id: str
+    cron_string: str
+    queue_name: str
+    function_string: str
+    arguments: str | None = None
+    argument_overrides: str | None = None
+    max_task_duration: int = DEFAULT_TASK_DURATION_SECS
+    description: str = ""
+    enabled: bool = True
+    time_zone: str = "UTC"
+
+    def kwargs(self) -> dict:
+        """Task `arguments` overridden key by key by the schedule's `argument_overrides`."""
+        merged = parse_arguments(self.arguments, "arguments")
+        merged.update(parse_arguments(self.argument_overrides, "argument_overrides"))
+        return merged
+
+    def next_fire(self, after: float) -> int:
+        """Unix second of the first fire strictly after unix time `after`, in the schedule's zone."""
+        start = datetime.fromtimestamp(after, timezone.utc)
+        return int(cron.next_fire(self.cron_string, self.time_zone, start).timestamp())
+
+    def check(self) -> None:
+        """Raise ScheduleError when a column a job needs is missing or unusable."""
+        if not self.task_id:
+            raise ScheduleError("task is empty")
+        if not self.function_string:
+            raise ScheduleError(f"task {self.task_id!r} does not exist or has no function_string")
+        for column in ("cron_string", "queue_name"):
+            if not getattr(self, column):
+                raise ScheduleError(f"{column} is empty")
+        if self.max_task_duration <= 0:
+            raise ScheduleError(f"max_task_duration must be positive, got {self.max_task_duration}")
+        self.kwargs()
+
+
+def parse_arguments(text: str | None, column: str) -> dict:
+    """Parse a Python-literal dict (Frappe stores arguments this way); never eval, never pickle."""
+    if text is None or not text.strip():
+        return {}
+    if len(text) > MAX_ARGUMENTS_CHARS:
+        raise ScheduleError(f"{column}: {len(text)} characters, more than the {MAX_ARGUMENTS_CHARS} allowed")
+    if _nesting(text) > MAX_ARGUMENTS_DEPTH:
+        raise ScheduleError(f"{column}: nested deeper than {MAX_ARGUMENTS_DEPTH} levels")
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        raise ScheduleError(f"{column}: not a Python literal ({type(e).__name__}: {e})") from None
+    if not isinstance(value, dict):
+        raise ScheduleError(f"{column}: expected a dict, got {type(value).__name__}")
+    if not all(isinstance(key, str) for key in value):
+        raise ScheduleError(f"{column}: every key must be a string (they become keyword arguments)")
+    return value
+
+
+def _nesting(text: str) -> int:
+    """Upper bound of bracket nesting (strings are not skipped, so it can only over-count)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    return deepest

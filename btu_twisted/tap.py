@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.test_tap -*-
+"""`twistd btu`: command-line options and `makeService`, the one place the daemon is composed."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python import threadpool, usage
+
+from btu_twisted import config as configuration
+from btu_twisted import logs
+from btu_twisted.commands import Commands
+from btu_twisted.control import ControlFactory
+from btu_twisted.dispatcher import Dispatcher
+from btu_twisted.enqueuer import Enqueuer
+from btu_twisted.file_source import FileSource
+from btu_twisted.jobs import JobBuilder
+from btu_twisted.planner import Planner, RowCache
+from btu_twisted.refresher import Refresher
+from btu_twisted.socketfile import ControlSocketService
+from btu_twisted.sql_source import SQLSource, check_connection
+from btu_twisted.stats import Stats
+from btu_twisted.store import ScheduleStore
+from btu_twisted.workqueue import UniqueQueue
+
+RQ_THREADS = 4  # concurrent blocking RQ transactions; one is busy per distinct fire instant
+
+log = Logger(observer=logs.OBSERVER)
+
+
+class Options(usage.Options):
+    """Options of `twistd btu`; everything else comes from the TOML configuration file."""
+
+    synopsis = "[--config PATH | --embedded] [--socket PATH] [--log-level LEVEL]"
+    longdesc = ("BTU scheduler daemon: turns BTU Task Schedules (Frappe MariaDB or a schedule file) "
+                "into Python RQ jobs at their cron times, exactly once. Drop-in for the Rust "
+                "btu_scheduler_daemon: same config file, socket protocol and Redis keys.")
+    optParameters = [
+        ["config", "c", None, "configuration file (default: $BTU_SCHEDULER_CONFIG, else "
+                              f"{configuration.DEFAULT_CONFIG_PATH})"],
+        ["socket", "s", None, "control socket path (overrides socket_path)"],
+        ["log-level", "l", None, "TRACE, DEBUG, INFO, WARN or ERROR (overrides tracing_level)"],
+    ]
+    optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"]]
+
+    def postOptions(self):
+        """Load and check the configuration now, so a bad file stops twistd before it daemonizes."""
+        path = configuration.EMBEDDED_CONFIG if self["embedded"] else configuration.config_path(self["config"])
+        try:
+            loaded, warnings = configuration.load(path)
+        except configuration.ConfigError as e:
+            sys.stderr.write(f"btu: {e}\n\nA configuration file looks like this:\n\n"
+                             f"{configuration.SAMPLE_CONFIG}")
+            raise SystemExit(1) from None
+        overrides = {}
+        if self["socket"]:
+            overrides["socket_path"] = self["socket"]
+        if self["log-level"]:
+            overrides["tracing_level"] = self["log-level"]
+        try:
+            self["loaded"] = configuration.replace(loaded, **overrides)
+        except configuration.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        self["warnings"] = warnings
+        self["config_path"] = str(path)
+
+
+def makeService(options, reactor=None) -> service.MultiService:
+    """Wire the daemon: source, store, queue, planner, refresher, dispatcher and control socket."""
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options["loaded"]
+    logs.set_level(config.tracing_level)
+    for warning in options.get("warnings", ()):
+        log.warn("{config_path}: {warning}", config_path=options.get("config_path"), warning=warning)
+    _check_database(config)
+
+    pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
+    stats = Stats(started_at=reactor.seconds())
+    source = FileSource(config.schedule_file, config.time_zone_string) if config.schedule_file \
+        else SQLSource(config)
+    store = ScheduleStore(reactor, config.effective_redis_url)
+    queue = UniqueQueue()
+    rows = RowCache()
+    enqueuer = Enqueuer(config.effective_redis_url)
+    top = DaemonService(openers=[pool.start, store.open],
+                        closers=[pool.stop, source.close, store.close, enqueuer.close])
+    dispatcher = Dispatcher(
+        reactor, store, source, rows,
+        JobBuilder(config.job_builder, config.queue_name_template, config.effective_frappe_site,
+                   config.frappe_user),
+        enqueuer,
+        lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
+        stats, config.misfire_grace_secs, config.scheduler_polling_interval)
+    planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
+                      batch_size=config.refresh_batch_size)
+    refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs)
+    commands = Commands(reactor, queue, planner, store, dispatcher, refresher, stats, config)
+    commands.control = ControlFactory(
+        commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
+        idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
+        allowed_uids=config.socket_allowed_uids, allowed_gids=config.socket_allowed_gids)
+    for child in (planner, dispatcher, refresher,
+                  ControlSocketService(reactor, config.socket_path, commands.control,
+                                       mode=config.socket_mode, group=config.socket_file_group_owner)):
+        top.addService(child)
+    log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
+             name=config.name, environment=config.environment_name, source=source.description,
+             redis=_redact_url(config.effective_redis_url))
+    return top
+
+
+def _check_database(config) -> None:
+    """Without startup_without_database_connections, a database that is down is a clear exit."""
+    if not config.uses_sql or config.startup_without_database_connections:
+        return
+    try:
+        check_connection(config)
+    except Exception as e:
+        sys.stderr.write(f"btu: cannot connect to MariaDB {config.mysql_database!r} as "
+                         f"{config.mysql_user!r}: {e}\n(set startup_without_database_connections = "
+                         "true to start anyway and wait for it)\n")
+        raise SystemExit(1) from None
+
+
+def _redact_url(url: str) -> str:
+    head, at, tail = url.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if at else url
+
+
+class DaemonService(service.MultiService):
+    """The daemon: stops its children (waiting for in-flight work), then releases the pools."""
+
+    def __init__(self, openers=(), closers=()):
+        super().__init__()
+        self._openers = list(openers)
+        self._closers = list(closers)
+
+    def startService(self):
+        # Threads and connections start here, not in makeService: twistd may fork in between.
+        for open_ in self._openers:
+            open_()
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield super().stopService()
+        for close in self._closers:
+            try:
+                yield defer.maybeDeferred(close)
+            except Exception:
+                log.failure("error while closing {close}", close=close)
