@@ -9,6 +9,8 @@ fire; the enqueue thread then waits for the exact instant, so jobs land within m
 
 from __future__ import annotations
 
+import redis
+import txredisapi
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -21,6 +23,9 @@ from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
 from btu_twisted.store import split_member
 
+# Errors that mean "Redis is unreachable right now" (logged once per outage, not as a traceback).
+UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
+               redis.TimeoutError, txredisapi.ConnectionError)
 PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
 BATCH_SIZE = 2000        # due members handled per transaction
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
@@ -230,8 +235,10 @@ class Dispatcher(service.Service):
             self.log.info("Redis reachable")
 
     def _redis_failed(self, error: Exception) -> None:
-        if self._stats.redis.mark(False, self._clock.seconds(), str(error)):
+        if not isinstance(error, UNAVAILABLE):
             self.log.failure("dispatch failed; retrying with back-off", failure=Failure(error))
+        elif self._stats.redis.mark(False, self._clock.seconds(), str(error) or type(error).__name__):
+            self.log.error("Redis unreachable ({error}); retrying with back-off", error=error)
         self._stats.counts["errors"] += 1
 
     def _next_backoff(self) -> float:

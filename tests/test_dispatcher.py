@@ -1,0 +1,201 @@
+"""Dispatcher timing and decisions, driven by task.Clock with in-memory doubles."""
+
+from datetime import datetime, timezone
+
+from twisted.internet import task
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from btu_twisted.dispatcher import PREPARE_LEAD_SECS, Dispatcher
+from btu_twisted.jobs import JobBuilder
+from btu_twisted.planner import RowCache
+from btu_twisted.stats import Stats
+from tests.fakes import FakeEnqueuer, FakeSource, FakeStore, run_now, schedule
+
+T0 = int(datetime(2026, 3, 7, 12, 0, tzinfo=timezone.utc).timestamp())  # a Saturday, noon UTC
+POLL_SECS = 60
+GRACE_SECS = 300
+
+
+class DispatcherTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(T0)
+        self.store = FakeStore()
+        self.source = FakeSource(schedule("TS-1", cron="* * * * *"))
+        self.enqueuer = FakeEnqueuer(self.store)
+        self.stats = Stats(started_at=T0)
+        self.rows = RowCache()
+        self.dispatcher = Dispatcher(self.clock, self.store, self.source, self.rows, JobBuilder("python"),
+                                     self.enqueuer, run_now, self.stats, GRACE_SECS, POLL_SECS)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def start(self):
+        self.dispatcher.startService()
+        self.addCleanup(self.dispatcher.stopService)
+        self.clock.advance(0)  # run what start-up scheduled for "now"
+
+    def test_arms_for_earliest_member_and_fires_ahead_of_time(self):
+        """The timer fires PREPARE_LEAD_SECS before the earliest member, asking to enqueue at its instant."""
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.assertEqual(self.dispatcher.armed_for, T0 + 60)
+        self.clock.advance(60 - PREPARE_LEAD_SECS - 0.01)
+        self.assertEqual(self.enqueuer.calls, [])
+        self.clock.advance(0.01)
+        [(fires, not_before)] = self.enqueuer.calls
+        self.assertEqual(not_before, T0 + 60)
+        self.assertEqual([f.job.job_id for f in fires], [f"btu-TS-1-{T0 + 60}"])
+
+    def test_next_fire_planned_after_dispatch(self):
+        """After a fire the schedule's member moves to its next fire, and the timer follows it."""
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 120}": T0 + 120})
+        self.assertEqual(self.dispatcher.armed_for, T0 + 120)
+
+    def test_early_fire_plans_after_scheduled_time(self):
+        """A fire prepared before its instant plans the next one after the instant, not after 'now'."""
+        self.source.rows["TS-1"] = schedule("TS-1", cron="0 3 * * *")
+        due = int(datetime(2026, 3, 8, 3, 0, tzinfo=timezone.utc).timestamp())
+        self.store.add("TS-1", due)
+        self.start()
+        self.clock.advance(due - T0 - PREPARE_LEAD_SECS)
+        [(fires, _)] = self.enqueuer.calls
+        self.assertEqual(fires[0].next_when, due + 24 * 3600)
+
+    def test_poke_rearms_for_earlier_fire(self):
+        """Planning a fire earlier than the armed one re-arms the timer for it."""
+        self.store.add("TS-1", T0 + 600)
+        self.start()
+        self.store.add("TS-2", T0 + 30)
+        self.source.rows["TS-2"] = schedule("TS-2", cron="* * * * *")
+        self.dispatcher.poke(T0 + 30)
+        self.assertEqual(self.dispatcher.armed_for, T0 + 30)
+        self.clock.advance(30)
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-2-{T0 + 30}"])
+
+    def test_poke_ignores_later_fire(self):
+        """Planning a fire later than the armed one leaves the timer alone."""
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.dispatcher.poke(T0 + 600)
+        self.assertEqual(self.dispatcher.armed_for, T0 + 60)
+
+    def test_safety_poll_picks_up_peer_member(self):
+        """A member written by someone else is found by the poll every scheduler_polling_interval."""
+        self.start()
+        self.assertIsNone(self.dispatcher.armed_for)
+        self.store.add("TS-1", T0 + 90)
+        self.clock.advance(POLL_SECS)
+        self.assertEqual(self.dispatcher.armed_for, T0 + 90)
+
+    def test_late_fire_within_grace_runs_once_without_burst(self):
+        """Several missed fires within the grace give one catch-up job and a next fire after now."""
+        self.store.add("TS-1", T0 - 180)
+        self.start()
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 - 180}"])
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 60}": T0 + 60})
+
+    def test_late_fire_beyond_grace_is_skipped_with_warning(self):
+        """A fire missed by more than misfire_grace_secs is not enqueued, and a warning names it."""
+        self.store.add("TS-1", T0 - GRACE_SECS - 60)
+        self.start()
+        self.assertEqual(self.enqueuer.enqueued, [])
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 60}": T0 + 60})
+        self.assertEqual(self.stats.counts["skipped_misfires"], 1)
+        warnings = [e for e in self.events if e.get("schedule_id") == "TS-1" and "late" in e]
+        self.assertEqual(len(warnings), 1)
+
+    def test_disabled_schedule_not_enqueued_and_dropped(self):
+        """A schedule disabled in SQL at its fire time is not enqueued and its member is removed."""
+        self.source.rows["TS-1"] = schedule("TS-1", cron="* * * * *", enabled=False)
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual(self.enqueuer.enqueued, [])
+        self.assertEqual(self.store.zset, {})
+        self.assertNotIn("TS-1", self.store.planned_map)
+
+    def test_deleted_schedule_not_enqueued_and_dropped(self):
+        """A schedule deleted from SQL is not enqueued and its member is removed."""
+        del self.source.rows["TS-1"]
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual(self.enqueuer.enqueued, [])
+        self.assertEqual(self.store.zset, {})
+
+    def test_sql_down_uses_last_row_read(self):
+        """With the database unreachable, dispatch uses the last row read and says so."""
+        self.rows["TS-1"] = schedule("TS-1", cron="* * * * *")
+        self.source.failing = True
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 + 60}"])
+        self.assertFalse(self.stats.sql.up)
+        self.assertTrue(any("last rows read" in e.get("log_format", "") for e in self.events))
+
+    def test_sql_down_without_row_leaves_member_for_later(self):
+        """With no row known and the database down, the member stays and is retried after a back-off."""
+        self.source.failing = True
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 60}": T0 + 60})
+        self.source.failing = False
+        self.clock.advance(10)
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 + 60}"])
+
+    def test_redis_down_backs_off_and_recovers(self):
+        """Redis failures are reported in stats and retried; due fires are enqueued once it returns."""
+        self.store.add("TS-1", T0 + 5)
+        self.store.failing = True
+        self.start()
+        self.assertFalse(self.stats.redis.up)
+        self.clock.advance(30)
+        self.assertEqual(self.enqueuer.enqueued, [])
+        self.store.failing = False
+        self.clock.advance(POLL_SECS)
+        self.assertTrue(self.stats.redis.up)
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 + 5}"])
+
+    def test_already_enqueued_fire_is_not_repeated(self):
+        """A fire whose watermark shows it enqueued (by a peer or before a crash) is not enqueued again."""
+        self.enqueuer.watermarks["TS-1"] = T0 + 60
+        self.store.add("TS-1", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual(self.enqueuer.enqueued, [])
+        self.assertEqual(self.stats.counts["already_enqueued"], 1)
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 120}": T0 + 120})
+
+    def test_bad_cron_at_fire_time_reported_not_fatal(self):
+        """A row whose cron became invalid is reported; other due schedules still fire."""
+        self.source.rows["TS-1"] = schedule("TS-1", cron="not a cron")
+        self.source.rows["TS-2"] = schedule("TS-2", cron="* * * * *")
+        self.store.add("TS-1", T0 + 60)
+        self.store.add("TS-2", T0 + 60)
+        self.start()
+        self.clock.advance(60)
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-2-{T0 + 60}"])
+        self.assertIn("TS-1", self.stats.problems)
+
+    def test_two_members_of_one_schedule_coalesce(self):
+        """Leftover members of one schedule (e.g. Rust-era) give one job, for the latest fire."""
+        self.store.zset[f"TS-1|{T0 - 120}"] = T0 - 120
+        self.store.add("TS-1", T0 - 60)
+        self.start()
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 - 60}"])
+        self.assertEqual(list(self.store.zset), [f"TS-1|{T0 + 60}"])
+
+    def test_stop_cancels_timers(self):
+        """After stopService no timer is left pending on the clock."""
+        self.store.add("TS-1", T0 + 60)
+        self.dispatcher.startService()
+        self.dispatcher.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
