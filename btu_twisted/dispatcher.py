@@ -37,7 +37,7 @@ class Dispatcher(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, store, source, rows, builder, enqueuer, run_in_thread, stats,
-                 misfire_grace_secs: int, poll_interval_secs: float):
+                 misfire_grace_secs: int, poll_interval_secs: float, on_redis_back=lambda: None):
         self._clock = clock
         self._store = store
         self._source = source
@@ -53,6 +53,7 @@ class Dispatcher(service.Service):
         self._armed_for: float | None = None
         self._cycle: defer.Deferred | None = None
         self._backoff = RETRY_MIN_SECS
+        self._on_redis_back = on_redis_back
 
     @property
     def armed_for(self) -> float | None:
@@ -231,8 +232,12 @@ class Dispatcher(service.Service):
 
     def _redis_ok(self) -> None:
         self._backoff = RETRY_MIN_SECS
+        was_down = self._stats.redis.up is False
         if self._stats.redis.mark(True, self._clock.seconds()):
             self.log.info("Redis reachable")
+        if was_down:
+            # A Redis that restarted without persistence has lost the plan: rebuild it at once.
+            self._on_redis_back()
 
     def _redis_failed(self, error: Exception) -> None:
         if not isinstance(error, UNAVAILABLE):

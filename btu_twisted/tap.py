@@ -94,7 +94,8 @@ def makeService(options, reactor=None) -> service.MultiService:
                    config.frappe_user),
         enqueuer,
         lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
-        stats, config.misfire_grace_secs, config.scheduler_polling_interval)
+        stats, config.misfire_grace_secs, config.scheduler_polling_interval,
+        on_redis_back=lambda: refresher.refresh())
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs)

@@ -26,8 +26,10 @@ class DispatcherTests(unittest.TestCase):
         self.enqueuer = FakeEnqueuer(self.store)
         self.stats = Stats(started_at=T0)
         self.rows = RowCache()
+        self.recoveries = []
         self.dispatcher = Dispatcher(self.clock, self.store, self.source, self.rows, JobBuilder("python"),
-                                     self.enqueuer, run_now, self.stats, GRACE_SECS, POLL_SECS)
+                                     self.enqueuer, run_now, self.stats, GRACE_SECS, POLL_SECS,
+                                     on_redis_back=lambda: self.recoveries.append(self.clock.seconds()))
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -163,6 +165,7 @@ class DispatcherTests(unittest.TestCase):
         self.clock.advance(POLL_SECS)
         self.assertTrue(self.stats.redis.up)
         self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 + 5}"])
+        self.assertEqual(len(self.recoveries), 1, "a full refresh is asked for when Redis returns")
 
     def test_already_enqueued_fire_is_not_repeated(self):
         """A fire whose watermark shows it enqueued (by a peer or before a crash) is not enqueued again."""
