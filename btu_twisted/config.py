@@ -168,6 +168,12 @@ def _validate(config: Config) -> None:
     if "{queue_name}" not in config.queue_name_template:
         raise ConfigError("queue_name_template: must contain {queue_name}, got "
                           f"{config.queue_name_template!r}")
+    try:  # jobs format it with queue_name only: another placeholder would fail every dispatch
+        config.queue_name_template.format(queue_name="default")
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise ConfigError(f"queue_name_template: {config.queue_name_template!r} cannot be formatted "
+                          f"with {{queue_name}} alone ({type(e).__name__}: {e}); write a literal brace "
+                          "as {{ or }}") from None
     if config.redis_url is not None and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis_url: must start with redis://, rediss:// or unix://")
     if config.job_builder == "frappe" and not config.effective_frappe_site:
