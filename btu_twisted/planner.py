@@ -66,6 +66,7 @@ class Planner(service.Service):
         self._busy = False
         self._idle_waiters: list[defer.Deferred] = []
         self._retry = None
+        self._retry_ids: list[str] = []
 
     def startService(self):
         super().startService()
@@ -114,11 +115,14 @@ class Planner(service.Service):
             resolve(waiters, None)
 
     def _retry_later(self, ids: list[str]) -> None:
+        """Queue `ids` again after RETRY_DELAY_SECS; failures meanwhile join the same retry."""
+        self._retry_ids.extend(ids)
         if self._retry is None or not self._retry.active():
-            self._retry = self._clock.callLater(RETRY_DELAY_SECS, self.queue.put_many, ids)
-        else:
-            self._retry.func = self.queue.put_many
-            self._retry.args = (list(self._retry.args[0]) + ids,)
+            self._retry = self._clock.callLater(RETRY_DELAY_SECS, self._requeue)
+
+    def _requeue(self) -> None:
+        ids, self._retry_ids = self._retry_ids, []
+        self.queue.put_many(ids)
 
     @defer.inlineCallbacks
     def plan(self, ids: list[str]):
