@@ -76,13 +76,18 @@ def parse_arguments(text: str | None, column: str) -> dict:
         raise ScheduleError(f"{column}: not a Python literal ({type(e).__name__}: {e})") from None
     if not isinstance(value, dict):
         raise ScheduleError(f"{column}: expected a dict, got {type(value).__name__}")
+    if _depth(value) > MAX_ARGUMENTS_DEPTH:  # brackets inside strings can hide depth from _nesting
+        raise ScheduleError(f"{column}: nested deeper than {MAX_ARGUMENTS_DEPTH} levels")
     if not all(isinstance(key, str) for key in value):
         raise ScheduleError(f"{column}: every key must be a string (they become keyword arguments)")
     return value
 
 
 def _nesting(text: str) -> int:
-    """Upper bound of bracket nesting (strings are not skipped, so it can only over-count)."""
+    """Bracket nesting, a cheap guard before parsing (strings are not skipped, so it is approximate).
+
+    Closing brackets inside a string can make it under-count; `_depth` checks the parsed value.
+    """
     depth = deepest = 0
     for char in text:
         if char in "([{":
@@ -90,4 +95,17 @@ def _nesting(text: str) -> int:
             deepest = max(deepest, depth)
         elif char in ")]}":
             depth -= 1
+    return deepest
+
+
+def _depth(value) -> int:
+    """Container nesting of a parsed literal, the outer dict being 1 (iterative: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = (*item.keys(), *item.values())
+        if isinstance(item, (list, tuple, set, frozenset)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
     return deepest
