@@ -203,7 +203,14 @@ class Dispatcher(service.Service):
             self._stats.counts["dropped"] += 1
             return Fire(schedule_id, when, None, None)
         try:
-            next_when = row.next_fire(max(when, now))
+            try:
+                next_when = row.next_fire(max(when, now))
+            except CronError:
+                # A valid cron that still fires at `when` but never after (its year field is
+                # exhausted): this is its last fire, so run it and plan nothing after it.
+                if row.next_fire(when - 1) != when:
+                    raise
+                next_when = None
             late = now - when
             if late > self._grace:
                 self.log.warn("skipping {schedule_id} due at {due}: {late:.0f} s late, beyond "
