@@ -35,7 +35,7 @@ class FileSource:
     def __init__(self, path: str, fallback_zone: str = "UTC"):
         self.path = Path(path)
         self._fallback_zone = fallback_zone
-        self._cache: tuple[float, dict[str, Schedule]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[str, Schedule]] | None = None
 
     def enabled_ids(self) -> defer.Deferred:
         """Fire with the IDs of the enabled schedules in the file."""
@@ -50,11 +50,14 @@ class FileSource:
 
     def _load(self) -> dict[str, Schedule]:
         try:
-            mtime = os.stat(self.path).st_mtime
+            st = os.stat(self.path)
         except OSError as e:
             raise ScheduleFileError(f"schedule file {self.path}: {e.strerror}") from None
-        if self._cache is None or self._cache[0] != mtime:
-            self._cache = (mtime, load_schedule_file(self.path, self._fallback_zone))
+        # mtime alone misses a rewrite within one timestamp tick (coarse on many kernels), such as
+        # a read between an editor's truncate and write; size and inode catch those and renames.
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._cache is None or self._cache[0] != version:
+            self._cache = (version, load_schedule_file(self.path, self._fallback_zone))
         return self._cache[1]
 
 
@@ -68,24 +71,35 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Sche
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ScheduleFileError(f"schedule file {path}: {e}") from None
-    zone = raw.get("time_zone") or fallback_zone
-    tasks = raw.get("tasks", {})
+
+    def need(where: str, value, kind: type | tuple[type, ...], what: str):
+        # bool is an int subclass: `max_task_duration = true` is not a duration
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ScheduleFileError(f"schedule file {path}: {where} must be {what}, got {value!r}")
+        return value
+
+    zone = need("time_zone", raw.get("time_zone") or fallback_zone, str, "a time zone name")
+    tasks = need("tasks", raw.get("tasks", {}), dict, "a table")
     schedules = {}
-    for schedule_id, entry in raw.get("schedules", {}).items():
+    for schedule_id, entry in need("schedules", raw.get("schedules", {}), dict, "a table").items():
         if not isinstance(entry, dict):
             raise ScheduleFileError(f"schedule file {path}: schedules.{schedule_id} is not a table")
-        task = tasks.get(entry.get("task"), {})
+        task_id = need(f"schedules.{schedule_id}.task", entry.get("task", ""), str, "a task name")
+        task = need(f"tasks.{task_id}", tasks.get(task_id, {}), dict, "a table")
         schedules[schedule_id] = Schedule(
             schedule_id=schedule_id,
-            task_id=entry.get("task", ""),
+            task_id=task_id,
             cron_string=str(entry.get("cron_string", "")).strip(),
             queue_name=entry.get("queue_name") or task.get("queue_name") or "default",
             function_string=task.get("function_string", ""),
             arguments=_literal_text(task.get("arguments")),
             argument_overrides=_literal_text(entry.get("argument_overrides")),
-            max_task_duration=int(task.get("max_task_duration", DEFAULT_TASK_DURATION_SECS)),
+            max_task_duration=need(f"tasks.{task_id}.max_task_duration",
+                                   task.get("max_task_duration", DEFAULT_TASK_DURATION_SECS), int,
+                                   "an integer number of seconds"),
             description=task.get("desc_short", ""),
-            enabled=bool(entry.get("enabled", True)),
+            enabled=need(f"schedules.{schedule_id}.enabled", entry.get("enabled", True), bool,
+                         "true or false"),
             time_zone=zone,
         )
     return schedules
