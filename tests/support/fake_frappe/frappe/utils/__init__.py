@@ -1,0 +1,1 @@
+"""Fake ``frappe.utils`` (see ``frappe/__init__.py``)."""
