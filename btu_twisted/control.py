@@ -36,6 +36,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols import policies
 from zope.interface import implementer
 
+from btu_twisted.logs import OBSERVER
+
 DEFAULT_MAX_REQUEST_BYTES = 65536
 DEFAULT_IDLE_TIMEOUT_SECS = 10.0
 # The BTU app reads once, 0.5 s after sending, so a slower reply is lost to it anyway; this only
@@ -169,7 +171,7 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
     bytes, so a client dribbling one byte at a time cannot hold a connection open.
     """
 
-    log = Logger()
+    log = Logger(observer=OBSERVER)
     factory: ControlFactory
 
     def __init__(self) -> None:

@@ -18,13 +18,15 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from btu_twisted.logs import OBSERVER
+
 # Probing an existing socket happens once, at start-up, so a short blocking connect is fine.
 PROBE_TIMEOUT_SECS = 1.0
 DEFAULT_BACKLOG = 128
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 
-log = Logger()
+log = Logger(observer=OBSERVER)
 
 
 class SocketPathError(Exception):
