@@ -69,9 +69,12 @@ class Enqueuer:
     def __init__(self, redis_url: str, now=time.time, sleep=time.sleep):
         # No client-side retries: a failed transaction is retried by the dispatcher, which
         # re-reads what is due, so a retried EXEC can never enqueue a fire twice.
-        self.connection = redis.Redis.from_url(redis_url, socket_timeout=SOCKET_TIMEOUT_SECS,
-                                               socket_connect_timeout=SOCKET_TIMEOUT_SECS,
-                                               retry=Retry(NoBackoff(), 0))
+        timeouts = {"socket_timeout": SOCKET_TIMEOUT_SECS}
+        if not redis_url.startswith("unix:"):
+            # redis-py < 5 refuses this keyword for unix sockets, where socket_timeout bounds the
+            # connect (and redis-py >= 5 falls back to it, or to its own 5 s default in 8.x).
+            timeouts["socket_connect_timeout"] = SOCKET_TIMEOUT_SECS
+        self.connection = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
         self._now = now
         self._sleep = sleep
         self._queues: dict[str, Queue] = {}
@@ -106,7 +109,9 @@ class Enqueuer:
                 elif fire.job is None:
                     outcomes.append(NOT_ENQUEUED)
                 else:
-                    self._queue(fire.job.queue).enqueue_job(jobs[fire.member], pipeline=pipe)
+                    # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
+                    # unconditionally, which fails inside our transaction.
+                    self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
                     pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
                     outcomes.append(ENQUEUED)
                 advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
@@ -114,8 +119,9 @@ class Enqueuer:
             pipe.execute()
             return outcomes
 
-    def _create(self, spec: JobSpec):
-        return self._queue(spec.queue).create_job(
+    @staticmethod
+    def _create(spec: JobSpec):
+        return Queue.prepare_data(
             spec.func, kwargs=spec.kwargs, timeout=spec.timeout, description=spec.description,
             job_id=spec.job_id, meta=spec.meta)
 
