@@ -104,6 +104,8 @@ class Dispatcher(service.Service):
 
     def _arm_at(self, when: float) -> None:
         self._cancel_timer()
+        if not self.running:
+            return  # an _arm() that was waiting on Redis when the service stopped
         delay = max(0.0, when - PREPARE_LEAD_SECS - self._clock.seconds())
         self._armed_for = when
         self._timer = self._clock.callLater(delay, self._start_cycle)
@@ -117,6 +119,8 @@ class Dispatcher(service.Service):
     def _start_cycle(self) -> None:
         self._timer = None
         self._armed_for = None
+        if self._cycle is not None:
+            return  # armed by an _arm() that raced a cycle; the cycle re-arms when it ends
         self._cycle = self._run_cycle()
         self._cycle.addBoth(self._cycle_done)
 
