@@ -18,11 +18,10 @@ setup(
         "rq>=1.15,<4",
         "redis>=4.5",
         "pymysql>=1.0",
-        "croniter>=2.0,<8",
         "tzdata",
         "click>=8.0",
     ],
-    extras_require={"test": ["hypothesis>=6.80"]},
+    extras_require={"test": ["hypothesis>=6.80", "croniter>=2.0,<8"]},
     entry_points={"console_scripts": ["btu-ctl = btu_twisted.cli:main"]},
     zip_safe=False,
 )
