@@ -253,22 +253,32 @@ class _ServerProcess:
 
 
 class RedisServer(_ServerProcess):
-    """A private, ephemeral redis-server on a unix socket.
+    """A private redis-server on a unix socket.
 
-    No persistence (``--save "" --appendonly no``): data does NOT survive stop/kill/restart.
+    By default ephemeral (``--save "" --appendonly no``): data does NOT survive
+    stop/kill/restart.  With ``persistent=True`` it snapshots and keeps an append-only file in
+    its ``base_dir`` (like a Frappe bench's ``redis_queue``), so data survives :meth:`stop` /
+    :meth:`start` and, up to the last second's writes, :meth:`kill`.
     """
 
     name = "redis"
     _start_timeout = 5.0
 
+    def __init__(self, base_dir: str | None = None, persistent: bool = False):
+        super().__init__(base_dir)
+        self.persistent = persistent
+
     def _log_path(self) -> str:
         return os.path.join(self.base_dir, "redis.stdout")
 
     def _command(self) -> list[str]:
+        if self.persistent:
+            persistence = ["--save", "60 1", "--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            persistence = ["--save", "", "--appendonly", "no"]
         return [
             REDIS_SERVER,
-            "--save", "",
-            "--appendonly", "no",
+            *persistence,
             "--port", "0",
             "--unixsocket", self._socket_path,
             "--unixsocketperm", "700",
