@@ -54,6 +54,7 @@ class Dispatcher(service.Service):
         self._cycle: defer.Deferred | None = None
         self._backoff = RETRY_MIN_SECS
         self._on_redis_back = on_redis_back
+        self._from_cache = False  # dispatching from cached rows (SQL down), logged once per outage
 
     @property
     def armed_for(self) -> float | None:
@@ -178,15 +179,16 @@ class Dispatcher(service.Service):
 
     @defer.inlineCallbacks
     def _read_rows(self, ids: list[str]):
-        """Current rows from the source; on failure the last rows read, said in the log."""
+        """Current rows from the source; while it is unreachable, the last rows read."""
         try:
             rows = yield self._source.read(ids)
-        except Exception as e:
-            if self._stats.sql.mark(False, self._clock.seconds(), str(e)):
-                self.log.warn("{source} unreachable ({error}); dispatching from the last rows read",
-                              source=self._source.description, error=e)
+        except Exception:
+            if not self._from_cache:
+                self.log.warn("{source} unreachable; dispatching from the last rows read until it "
+                              "answers", source=self._source.description)
+            self._from_cache = True
             return {i: self._rows[i] for i in ids if i in self._rows}
-        self._stats.sql.mark(True, self._clock.seconds())
+        self._from_cache = False
         for schedule_id in ids:
             if schedule_id in rows:
                 self._rows[schedule_id] = rows[schedule_id]

@@ -127,14 +127,7 @@ class Planner(service.Service):
     @defer.inlineCallbacks
     def plan(self, ids: list[str]):
         """Plan or cancel each ID from its current row; fires with {id: Outcome}."""
-        try:
-            rows = yield self._source.read(ids)
-        except Exception as e:
-            if self._stats.sql.mark(False, self._clock.seconds(), str(e)):
-                self.log.warn("{source} unreachable: {error}", source=self._source.description, error=e)
-            raise
-        if self._stats.sql.mark(True, self._clock.seconds()):
-            self.log.info("{source} reachable", source=self._source.description)
+        rows = yield self._source.read(ids)
         now = self._clock.seconds()
         entries, cancels, outcomes = [], [], {}
         for schedule_id in ids:

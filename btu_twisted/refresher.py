@@ -67,12 +67,8 @@ class Refresher(service.Service):
         started = self._clock.seconds()
         try:
             ids = yield self._source.enabled_ids()
-        except Exception as e:
-            if self._stats.sql.mark(False, self._clock.seconds(), str(e)):
-                self.log.warn("{source} unreachable ({error}); full refresh retried in {delay} s",
-                              source=self._source.description, error=e, delay=self._retry_delay)
-            return False
-        self._stats.sql.mark(True, self._clock.seconds())
+        except Exception:
+            return False  # the source logged the outage; _finished schedules the retry
         self._queue.put_many(ids)
         try:
             yield self._cancel_disabled(set(ids))

@@ -18,6 +18,7 @@ from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
 from btu_twisted.jobs import JobBuilder
+from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
 from btu_twisted.socketfile import ControlSocketService
@@ -80,8 +81,9 @@ def makeService(options, reactor=None) -> service.MultiService:
 
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
     stats = Stats(started_at=reactor.seconds())
-    source = FileSource(config.schedule_file, config.time_zone_string) if config.schedule_file \
-        else SQLSource(config)
+    source = MonitoredSource(
+        FileSource(config.schedule_file, config.time_zone_string) if config.schedule_file else SQLSource(config),
+        stats.sql, reactor)
     store = ScheduleStore(reactor, config.effective_redis_url)
     queue = UniqueQueue()
     rows = RowCache()

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from btu_twisted.dispatcher import PREPARE_LEAD_SECS, Dispatcher
 from btu_twisted.jobs import JobBuilder
+from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import RowCache
 from btu_twisted.stats import Stats
 from tests.fakes import FakeEnqueuer, FakeSource, FakeStore, run_now, schedule
@@ -27,7 +28,8 @@ class DispatcherTests(unittest.TestCase):
         self.stats = Stats(started_at=T0)
         self.rows = RowCache()
         self.recoveries = []
-        self.dispatcher = Dispatcher(self.clock, self.store, self.source, self.rows, JobBuilder("python"),
+        source = MonitoredSource(self.source, self.stats.sql, self.clock)
+        self.dispatcher = Dispatcher(self.clock, self.store, source, self.rows, JobBuilder("python"),
                                      self.enqueuer, run_now, self.stats, GRACE_SECS, POLL_SECS,
                                      on_redis_back=lambda: self.recoveries.append(self.clock.seconds()))
         self.events = []

@@ -3,8 +3,10 @@
 from datetime import datetime, timezone
 
 from twisted.internet import task
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import RETRY_DELAY_SECS, Planner, RowCache
 from btu_twisted.refresher import Refresher
 from btu_twisted.stats import Stats
@@ -25,7 +27,8 @@ class PlannerTests(unittest.TestCase):
         self.stats = Stats(started_at=T0)
         self.rows = RowCache()
         self.poked = []
-        self.planner = Planner(self.clock, self.queue, self.source, self.store, self.rows, self.stats,
+        self.planner = Planner(self.clock, self.queue, MonitoredSource(self.source, self.stats.sql, self.clock),
+                               self.store, self.rows, self.stats,
                                on_planned=self.poked.append, batch_size=2)
         self.planner.startService()
         self.addCleanup(self.planner.stopService)
@@ -167,3 +170,28 @@ class RefresherTests(unittest.TestCase):
             self.clock.advance(0)
         self.assertEqual(self.stats.last_refresh["schedules"], 1)
         self.assertTrue(self.refresher._loop.running)
+
+
+class MonitoredSourceTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.source = FakeSource(schedule("TS-1"))
+        self.stats = Stats(started_at=0)
+        self.monitored = MonitoredSource(self.source, self.stats.sql, self.clock)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def outage_warnings(self):
+        return [e for e in self.events if "unreachable" in e.get("log_format", "")]
+
+    def test_outage_logged_once_and_recovery_noted(self):
+        """Repeated failures give one warning; the first success after them marks the source up."""
+        self.source.failing = True
+        for _ in range(3):
+            self.failureResultOf(self.monitored.read(["TS-1"]), ConnectionError)
+        self.assertEqual(len(self.outage_warnings()), 1)
+        self.assertEqual((self.stats.sql.up, self.stats.sql.error), (False, "database down"))
+        self.source.failing = False
+        self.assertEqual(list(self.successResultOf(self.monitored.read(["TS-1"]))), ["TS-1"])
+        self.assertTrue(self.stats.sql.up)

@@ -1,0 +1,48 @@
+# -*- test-case-name: tests.test_planner -*-
+"""A schedule source that records its own health: the planner, refresher and dispatcher all read
+through it, so `status` shows the database's state and the log says each outage once."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from btu_twisted.logs import OBSERVER
+from btu_twisted.stats import Health
+
+
+class MonitoredSource:
+    """Wraps a SQLSource or FileSource; same methods, with up/down transitions recorded and logged."""
+
+    log = Logger(observer=OBSERVER)
+
+    def __init__(self, source, health: Health, clock):
+        self._source = source
+        self._health = health
+        self._clock = clock
+        self.description = source.description
+
+    def enabled_ids(self) -> defer.Deferred:
+        return self._watch(self._source.enabled_ids())
+
+    def read(self, ids: list[str]) -> defer.Deferred:
+        return self._watch(self._source.read(ids))
+
+    def close(self) -> None:
+        self._source.close()
+
+    def _watch(self, d: defer.Deferred) -> defer.Deferred:
+        d.addCallbacks(self._up, self._down)
+        return d
+
+    def _up(self, result):
+        if self._health.mark(True, self._clock.seconds()):
+            self.log.info("{source} reachable", source=self.description)
+        return result
+
+    def _down(self, failure):
+        error = failure.getErrorMessage() or failure.type.__name__
+        if self._health.mark(False, self._clock.seconds(), error):
+            self.log.warn("{source} unreachable: {error}; retrying with back-off",
+                          source=self.description, error=error)
+        return failure
