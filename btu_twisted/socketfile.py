@@ -22,7 +22,10 @@ from btu_twisted.logs import OBSERVER
 
 # Probing an existing socket happens once, at start-up, so a short blocking connect is fine.
 PROBE_TIMEOUT_SECS = 1.0
-DEFAULT_BACKLOG = 128
+# Pending connections the kernel queues while the reactor is busy; a client with a timeout gets
+# EAGAIN from connect() once it is full, so keep it well above the expected concurrent clients
+# (200 in DESIGN §9); Linux caps it at net.core.somaxconn (4096 by default).
+DEFAULT_BACKLOG = 1024
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 
