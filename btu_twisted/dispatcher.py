@@ -217,14 +217,17 @@ class Dispatcher(service.Service):
                 if row.next_fire(when - 1) != when:
                     raise
                 next_when = None
-            late = now - when
+            # Fires missed while no daemon ran coalesce into one run of the latest of them, so the
+            # grace bounds how late that run is, not how long ago the first missed fire was.
+            fire_at = _latest_fire(row, when, now) if now > when else when
+            late = now - fire_at
             if late > self._grace:
                 self.log.warn("skipping {schedule_id} due at {due}: {late:.0f} s late, beyond "
-                              "misfire_grace_secs={grace}", schedule_id=schedule_id, due=iso_utc(when),
-                              late=late, grace=self._grace)
+                              "misfire_grace_secs={grace}", schedule_id=schedule_id,
+                              due=iso_utc(fire_at), late=late, grace=self._grace)
                 self._stats.counts["skipped_misfires"] += 1
                 return Fire(schedule_id, when, None, next_when)
-            return Fire(schedule_id, when, self._builder.build(row, when), next_when)
+            return Fire(schedule_id, fire_at, self._builder.build(row, fire_at), next_when, planned=when)
         except (CronError, ScheduleError) as e:
             self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
             self._stats.problem(schedule_id, str(e))
@@ -263,6 +266,23 @@ class Dispatcher(service.Service):
         delay = self._backoff
         self._backoff = min(self._backoff * 2, self._poll_interval)
         return delay
+
+
+def _latest_fire(row, when: int, now: float) -> int:
+    """The latest fire of `row` at or before `now`, `when` being one: a binary search, so an outage
+    of days costs a few dozen next_fire calls, not one per missed fire."""
+    low, high = when, int(now)  # low is a fire; no fire falls in (high, now]
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            found = row.next_fire(middle - 1)  # the first fire at or after `middle`
+        except CronError:
+            found = high + 1
+        if found <= high:
+            low = found
+        else:
+            high = middle - 1
+    return low
 
 
 _MISSING = object()  # no row known at all (database down and never read): leave the member be

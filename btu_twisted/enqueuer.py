@@ -57,10 +57,11 @@ class Fire:
     when: int
     job: JobSpec | None
     next_when: int | None
+    planned: int | None = None  # the member's instant, when `when` is a later fire coalescing it
 
     @property
     def member(self) -> str:
-        return make_member(self.schedule_id, self.when)
+        return make_member(self.schedule_id, self.when if self.planned is None else self.planned)
 
 
 class Enqueuer:

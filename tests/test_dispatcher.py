@@ -98,18 +98,32 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual(self.dispatcher.armed_for, T0 + 90)
 
     def test_late_fire_within_grace_runs_once_without_burst(self):
-        """Several missed fires within the grace give one catch-up job and a next fire after now."""
+        """Several missed fires within the grace give one catch-up job, for the latest of them, and
+        a next fire after now."""
         self.store.add("TS-1", T0 - 180)
+        self.clock.advance(5)
         self.start()
-        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 - 180}"])
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0}"])
         self.assertEqual(self.store.zset, {f"TS-1|{T0 + 60}": T0 + 60})
+        self.assertEqual(self.enqueuer.watermarks["TS-1"], T0)
+
+    def test_missed_fires_partly_beyond_grace_still_run_once(self):
+        """When the first missed fire is beyond the grace but a later one is within it, that later
+        one runs once (only fires older than the grace are skipped)."""
+        self.store.add("TS-1", T0 - GRACE_SECS - 60)
+        self.clock.advance(5)
+        self.start()
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0}"])
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 60}": T0 + 60})
+        self.assertEqual(self.stats.counts["skipped_misfires"], 0)
 
     def test_late_fire_beyond_grace_is_skipped_with_warning(self):
         """A fire missed by more than misfire_grace_secs is not enqueued, and a warning names it."""
-        self.store.add("TS-1", T0 - GRACE_SECS - 60)
+        self.source.rows["TS-1"] = schedule("TS-1", cron="0 3 * * *")
+        self.store.add("TS-1", T0 - 9 * 3600)  # 03:00 today, the latest fire
         self.start()
         self.assertEqual(self.enqueuer.enqueued, [])
-        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 60}": T0 + 60})
+        self.assertEqual(self.store.zset, {f"TS-1|{T0 + 15 * 3600}": T0 + 15 * 3600})
         self.assertEqual(self.stats.counts["skipped_misfires"], 1)
         warnings = [e for e in self.events if e.get("schedule_id") == "TS-1" and "late" in e]
         self.assertEqual(len(warnings), 1)
@@ -166,7 +180,8 @@ class DispatcherTests(unittest.TestCase):
         self.store.failing = False
         self.clock.advance(POLL_SECS)
         self.assertTrue(self.stats.redis.up)
-        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 + 5}"])
+        # The clock jumped to T0 + 90 at once: the fires missed meanwhile coalesce into the latest.
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 + 60}"])
         self.assertEqual(len(self.recoveries), 1, "a full refresh is asked for when Redis returns")
 
     def test_already_enqueued_fire_is_not_repeated(self):
@@ -195,7 +210,7 @@ class DispatcherTests(unittest.TestCase):
         self.store.zset[f"TS-1|{T0 - 120}"] = T0 - 120
         self.store.add("TS-1", T0 - 60)
         self.start()
-        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0 - 60}"])
+        self.assertEqual([j.job_id for j in self.enqueuer.enqueued], [f"btu-TS-1-{T0}"])
         self.assertEqual(list(self.store.zset), [f"TS-1|{T0 + 60}"])
 
     def test_stop_cancels_timers(self):
