@@ -144,7 +144,7 @@ class Dispatcher(service.Service):
                 self._redis_ok()
                 if not due:
                     return None
-                handled = yield self._dispatch(due, now)
+                handled = yield self._dispatch(due)
                 if handled < len(due):
                     return self._next_backoff()
         except Exception as e:
@@ -152,7 +152,7 @@ class Dispatcher(service.Service):
             return self._next_backoff()
 
     @defer.inlineCallbacks
-    def _dispatch(self, due: list[tuple[str, float]], now: float):
+    def _dispatch(self, due: list[tuple[str, float]]):
         """Enqueue one batch of due members; fires with how many members were dealt with."""
         latest: dict[str, int] = {}
         strays = []
@@ -168,6 +168,9 @@ class Dispatcher(service.Service):
         if strays:
             yield self._store.remove_strays(strays)
         rows = yield self._read_rows(list(latest))
+        # Now, not when the cycle began: Redis and SQL may have kept it waiting for seconds, and a
+        # stale now would plan a next fire already past, giving one outage a second late run.
+        now = self._clock.seconds()
         fires = [self._fire(schedule_id, when, rows.get(schedule_id, _MISSING), now)
                  for schedule_id, when in latest.items()]
         fires = [fire for fire in fires if fire is not None]
