@@ -30,6 +30,10 @@ def _schedule_id(content) -> str:
         raise RequestError("request_content must be a BTU Task Schedule ID (a non-empty string)")
     if len(content) > MAX_SCHEDULE_ID_CHARS:
         raise RequestError(f"schedule ID longer than {MAX_SCHEDULE_ID_CHARS} characters")
+    try:  # JSON "\ud800" decodes to a lone surrogate, which neither MariaDB nor Redis can be sent
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError("schedule ID is not valid Unicode (it holds a lone surrogate)") from None
     return content
 
 
