@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from twisted.application import service
@@ -130,8 +131,10 @@ def _check_database(config) -> None:
 
 
 def _redact_url(url: str) -> str:
+    """The URL with its userinfo and any `password=` query value (README: unix://...) masked."""
     head, at, tail = url.rpartition("@")
-    return f"{head.split('//')[0]}//***@{tail}" if at else url
+    url = f"{head.split('//')[0]}//***@{tail}" if at else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 class DaemonService(service.MultiService):
