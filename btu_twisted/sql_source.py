@@ -23,7 +23,7 @@ ZONE_SQL = ("SELECT value FROM `tabSingles` WHERE doctype = 'BTU Configuration' 
             "AND field = 'cron_time_zone' LIMIT 1")
 ROWS_SQL = (
     "SELECT s.name, s.task, s.enabled, s.queue_name, s.argument_overrides, s.cron_string, "
-    "t.function_string, t.arguments, t.max_task_duration, t.desc_short, t.queue_name "
+    "t.function_string, t.arguments, t.max_task_duration, t.desc_short "
     f"FROM {SCHEDULE_TABLE} s LEFT JOIN {TASK_TABLE} t ON t.name = s.task "
     "WHERE s.name IN ({placeholders})"
 )
@@ -87,12 +87,14 @@ def _read_rows(cursor, ids: list[str], fallback_zone: str) -> dict[str, Schedule
 
 def _schedule(row: tuple, zone: str) -> Schedule:
     (name, task, enabled, schedule_queue, overrides, cron, function_string, arguments,
-     duration, desc_short, task_queue) = row
+     duration, desc_short) = row
     return Schedule(
         schedule_id=name,
         task_id=task or "",
         cron_string=(cron or "").strip(),
-        queue_name=schedule_queue or task_queue or "default",
+        # Frappe requires the column; a row without it is invalid, so `check` reports it rather
+        # than the daemon guessing a queue (the Rust daemon could not read such a row at all).
+        queue_name=schedule_queue or "",
         function_string=(function_string or "").strip(),
         arguments=arguments,
         argument_overrides=overrides,
