@@ -253,7 +253,7 @@ def _readable_by_others(path: Path) -> bool:
 
 def _has_secrets(config: Config) -> bool:
     return any(getattr(config, key) for key in ("mysql_password", "webserver_token")) or bool(
-        config.redis_url and "@" in config.redis_url)
+        config.redis_url and ("@" in config.redis_url or "password=" in config.redis_url))
 
 
 SAMPLE_CONFIG = """\
