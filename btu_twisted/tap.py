@@ -77,7 +77,9 @@ def makeService(options, reactor=None) -> service.MultiService:
     config = options["loaded"]
     logs.set_level(config.tracing_level)
     for warning in options.get("warnings", ()):
-        log.warn("{config_path}: {warning}", config_path=options.get("config_path"), warning=warning)
+        # Not a field named "warning": legacy observers (trial's reporter) take that for a
+        # warnings.warn() event and fail looking up its filename and lineno.
+        log.warn("{config_path}: {problem}", config_path=options.get("config_path"), problem=warning)
     _check_database(config)
 
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
