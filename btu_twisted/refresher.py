@@ -2,6 +2,10 @@
 """The full refresh: at start-up and every `full_refresh_internal_secs`, re-synchronise Redis with
 the source of record by queueing every enabled schedule, and queueing (for cancellation) every
 planned schedule that is no longer enabled.
+
+Each completed refresh leaves a marker key in Redis; a check every `scheduler_polling_interval`
+that finds it gone (Redis restarted without persistence, or was flushed) refreshes at once, so a
+lost plan is rebuilt within one poll instead of one full-refresh interval.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from btu_twisted.logs import OBSERVER
 from btu_twisted.store import split_member
@@ -21,7 +26,8 @@ class Refresher(service.Service):
 
     log = Logger(observer=OBSERVER)
 
-    def __init__(self, clock, source, store, queue, planner, stats, interval_secs: float):
+    def __init__(self, clock, source, store, queue, planner, stats, interval_secs: float,
+                 check_interval_secs: float):
         self._clock = clock
         self._source = source
         self._store = store
@@ -29,7 +35,9 @@ class Refresher(service.Service):
         self._planner = planner
         self._stats = stats
         self._interval = interval_secs
+        self._check_interval = check_interval_secs
         self._loop = None
+        self._check_loop = None
         self._retry = None
         self._retry_delay = RETRY_MIN_SECS
         self._running_refresh: defer.Deferred | None = None
@@ -39,11 +47,15 @@ class Refresher(service.Service):
         self._loop = task.LoopingCall(self.refresh)
         self._loop.clock = self._clock
         self._loop.start(self._interval, now=True)
+        self._check_loop = task.LoopingCall(self._check_plan)
+        self._check_loop.clock = self._clock
+        self._check_loop.start(self._check_interval, now=False)
 
     def stopService(self):
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._check_loop):
+            if loop is not None and loop.running:
+                loop.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
 
@@ -56,6 +68,9 @@ class Refresher(service.Service):
 
     def _finished(self, ok) -> None:
         self._running_refresh = None
+        if isinstance(ok, Failure):
+            self.log.failure("full refresh failed", failure=ok)
+            ok = False
         if ok:
             self._retry_delay = RETRY_MIN_SECS
         elif self.running:
@@ -72,15 +87,30 @@ class Refresher(service.Service):
         self._queue.put_many(ids)
         try:
             yield self._cancel_disabled(set(ids))
-        except Exception:
-            self.log.failure("refresh could not read the schedule set from Redis")
+            yield self._planner.idle()
+            yield self._store.mark_refreshed(started)
+        except Exception as e:
+            self.log.warn("full refresh could not update Redis ({error}); retrying", error=e)
             return False
-        yield self._planner.idle()
         took = self._clock.seconds() - started
         self._stats.last_refresh = {"at": started, "schedules": len(ids), "seconds": round(took, 3)}
         self.log.info("full refresh: {count} enabled schedules planned in {took:.3f} s",
                       count=len(ids), took=took)
         return True
+
+    @defer.inlineCallbacks
+    def _check_plan(self):
+        """Refresh at once when the marker of the last refresh has vanished from Redis."""
+        if self._stats.last_refresh is None or self._running_refresh is not None:
+            return
+        try:
+            present = yield self._store.refresh_marked()
+        except Exception:
+            return  # Redis down: the dispatcher reports it, and asks for a refresh when it is back
+        if not present:
+            self.log.warn("the schedule plan vanished from Redis (restart without persistence, or "
+                          "a flush); rebuilding it with a full refresh")
+            self.refresh()
 
     @defer.inlineCallbacks
     def _cancel_disabled(self, enabled: set[str]):

@@ -16,6 +16,7 @@ from twisted.internet import defer
 SCHEDULE_KEY = "btu_scheduler:task_execution_times"
 PLANNED_KEY = "btu_scheduler:planned"
 LAST_FIRE_PREFIX = "btu_scheduler:last_fire:"
+REFRESHED_KEY = "btu_scheduler:refreshed"
 REPLY_TIMEOUT_SECS = 5  # a call to a stopped or paused Redis fails after this, instead of hanging
 
 # Set each schedule's member to "<id>|<ts>", replacing its previous one; a member already due
@@ -172,6 +173,16 @@ class ScheduleStore:
     def count(self) -> defer.Deferred:
         """How many fires are planned."""
         return self._call("zcard", SCHEDULE_KEY)
+
+    def mark_refreshed(self, when: float) -> defer.Deferred:
+        """Leave the marker of a completed full refresh (its start time, unix seconds)."""
+        return self._call("set", REFRESHED_KEY, int(when))
+
+    @defer.inlineCallbacks
+    def refresh_marked(self):
+        """Whether the marker of a completed full refresh is still in Redis."""
+        found = yield self._call("exists", REFRESHED_KEY)
+        return bool(found)
 
     def member_of(self, schedule_id: str) -> defer.Deferred:
         """The planned member of one schedule, or None."""

@@ -103,7 +103,8 @@ def makeService(options, reactor=None) -> service.MultiService:
         on_redis_back=lambda: refresher.refresh())
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
-    refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs)
+    refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
+                          config.scheduler_polling_interval)
     commands = Commands(reactor, queue, planner, store, dispatcher, refresher, stats, config)
     commands.control = ControlFactory(
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
@@ -155,6 +156,8 @@ class DaemonService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        if not self.running:
+            return  # stopped already: the pools are closed
         yield super().stopService()
         for close in self._closers:
             try:

@@ -51,6 +51,7 @@ class FakeStore:
         self.zset: dict[str, float] = {}
         self.planned_map: dict[str, str] = {}
         self.failing = False
+        self.refreshed_at = None
 
     def _guard(self):
         if self.failing:
@@ -112,6 +113,15 @@ class FakeStore:
     def planned(self):
         self._guard()
         return defer.succeed(dict(self.planned_map))
+
+    def mark_refreshed(self, when):
+        self._guard()
+        self.refreshed_at = when
+        return defer.succeed(None)
+
+    def refresh_marked(self):
+        self._guard()
+        return defer.succeed(self.refreshed_at is not None)
 
     def members(self):
         self._guard()

@@ -231,6 +231,31 @@ class RedisOutageTests(InProcessFaultTestCase):
         yield self.recovers_with_one_catch_up(down_from, down_until, daemon)
 
 
+class RedisDataLossTests(InProcessFaultTestCase):
+    """A Redis without persistence restarted quickly: the daemon may never see a failed call."""
+
+    def setUp(self):
+        super().setUp()
+        self.redis_server = RedisServer()
+        self.addCleanup(self.redis_server.cleanup)
+        self.redis_server.start()
+        self.redis = self.redis_server.client()
+        self.addCleanup(self.redis.close)
+
+    @defer.inlineCallbacks
+    def test_plan_lost_by_a_quick_restart_is_rebuilt_within_a_poll(self):
+        """After a quick restart that empties Redis, the plan is rebuilt within one polling interval and firing resumes."""
+        daemon = start_daemon(self, self.database, redis_url=self.redis_server.url,
+                              scheduler_polling_interval=2)
+        yield daemon.refreshed()
+        yield wait_for(lambda: self.has_fires(self.redis, 1), 10, "a fire of each schedule")
+        yield threads.deferToThread(self.redis_server.restart)
+        restarted = time.time()
+        self.assertEqual(self.redis.zcard(SCHEDULE_KEY), 0, "the restart emptied Redis")
+        yield wait_for(lambda: self.has_fires(self.redis, 2, after=restarted), 10,
+                       "fires of each schedule after the restart")
+
+
 class DatabaseOutageTests(InProcessFaultTestCase):
     """A private MariaDB stopped under a running daemon, then started again."""
 

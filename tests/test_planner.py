@@ -15,6 +15,7 @@ from tests.fakes import FakeSource, FakeStore, schedule
 
 T0 = int(datetime(2026, 3, 7, 12, 0, tzinfo=timezone.utc).timestamp())
 REFRESH_SECS = 900
+CHECK_SECS = 60
 
 
 class PlannerTests(unittest.TestCase):
@@ -126,7 +127,7 @@ class RefresherTests(unittest.TestCase):
         self.stats = Stats(started_at=T0)
         self.planner = Planner(self.clock, self.queue, self.source, self.store, RowCache(), self.stats)
         self.refresher = Refresher(self.clock, self.source, self.store, self.queue, self.planner, self.stats,
-                                   REFRESH_SECS)
+                                   REFRESH_SECS, CHECK_SECS)
 
     def start(self):
         self.planner.startService()
@@ -158,6 +159,24 @@ class RefresherTests(unittest.TestCase):
         for _ in range(10):
             self.clock.advance(0)
         self.assertIn("TS-2", self.store.planned_map)
+
+    def test_lost_plan_rebuilt_within_one_check(self):
+        """If Redis loses the plan (restart without persistence), the next check refreshes at once."""
+        self.start()
+        self.store.zset.clear()
+        self.store.planned_map.clear()
+        self.store.refreshed_at = None
+        self.clock.advance(CHECK_SECS)
+        for _ in range(10):
+            self.clock.advance(0)
+        self.assertEqual(list(self.store.zset), [f"TS-1|{T0 + 300}"])
+
+    def test_intact_plan_not_refreshed_by_check(self):
+        """The check leaves an intact plan alone (no refresh every poll)."""
+        self.start()
+        refreshed = self.stats.last_refresh["at"]
+        self.clock.advance(CHECK_SECS)
+        self.assertEqual(self.stats.last_refresh["at"], refreshed)
 
     def test_failed_refresh_retried_sooner_and_loop_survives(self):
         """A refresh that fails is retried after a back-off and the periodic loop keeps running."""
