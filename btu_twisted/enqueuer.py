@@ -131,9 +131,5 @@ class Enqueuer:
             self._queues[name] = Queue(name, connection=self.connection)
         return self._queues[name]
 
-    def ping(self) -> bool:
-        """Whether Redis answers (used by status and start-up checks)."""
-        return bool(self.connection.ping())
-
     def close(self) -> None:
         self.connection.close()

@@ -184,10 +184,6 @@ class ScheduleStore:
         found = yield self._call("exists", REFRESHED_KEY)
         return bool(found)
 
-    def member_of(self, schedule_id: str) -> defer.Deferred:
-        """The planned member of one schedule, or None."""
-        return self._call("hget", PLANNED_KEY, schedule_id)
-
     def close(self) -> defer.Deferred | None:
         if self._redis is not None:
             return self._redis.disconnect()

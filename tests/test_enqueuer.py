@@ -1,0 +1,74 @@
+"""The exactly-once RQ transaction, against a private Redis."""
+
+from rq import Queue
+from rq.job import Job
+from twisted.trial import unittest
+
+from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED, Enqueuer, Fire
+from btu_twisted.jobs import JobBuilder
+from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY
+from tests.fakes import schedule
+from tests.support.servers import fresh_redis
+
+WHEN = 1_800_000_000
+NEXT = WHEN + 60
+
+
+class EnqueuerTests(unittest.TestCase):
+    def setUp(self):
+        self.redis_server = fresh_redis()
+        self.redis = self.redis_server.client()
+        self.addCleanup(self.redis.close)
+        self.slept = []
+        self.enqueuer = Enqueuer(self.redis_server.url, now=lambda: WHEN - 0.25, sleep=self.slept.append)
+        self.addCleanup(self.enqueuer.close)
+        self.row = schedule("TS-1", cron="* * * * *")
+        self.plan("TS-1", WHEN)
+
+    def plan(self, schedule_id, when):
+        member = f"{schedule_id}|{when}"
+        self.redis.zadd(SCHEDULE_KEY, {member: when})
+        self.redis.hset(PLANNED_KEY, schedule_id, member)
+
+    def fire(self, job=True, next_when=NEXT):
+        return Fire("TS-1", WHEN, JobBuilder("python").build(self.row, WHEN) if job else None, next_when)
+
+    def members(self):
+        return [m.decode() for m in self.redis.zrange(SCHEDULE_KEY, 0, -1)]
+
+    def test_enqueues_job_and_plans_next_fire(self):
+        """One transaction pushes the job, moves the watermark and replaces the member with the next."""
+        self.assertEqual(self.enqueuer.dispatch([self.fire()], not_before=WHEN), [ENQUEUED])
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [f"btu-TS-1-{WHEN}"])
+        job = Job.fetch(f"btu-TS-1-{WHEN}", connection=self.redis)
+        self.assertEqual(job.meta["btu_task_schedule"], "TS-1")
+        self.assertEqual(self.redis.get(LAST_FIRE_PREFIX + "TS-1"), str(WHEN).encode())
+        self.assertEqual(self.members(), [f"TS-1|{NEXT}"])
+        self.assertEqual(self.redis.hget(PLANNED_KEY, "TS-1"), f"TS-1|{NEXT}".encode())
+
+    def test_waits_for_the_fire_instant(self):
+        """The transaction waits until not_before (jobs are built before the wait)."""
+        self.enqueuer.dispatch([self.fire()], not_before=WHEN)
+        self.assertEqual(self.slept, [0.25])
+
+    def test_second_dispatch_of_a_fire_is_refused(self):
+        """Dispatching the same fire again (a peer, or a replay after a crash) pushes nothing."""
+        self.enqueuer.dispatch([self.fire()], not_before=WHEN)
+        self.plan("TS-1", WHEN)  # a stale plan of the same instant
+        self.assertEqual(self.enqueuer.dispatch([self.fire()], not_before=WHEN), [ALREADY_ENQUEUED])
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [f"btu-TS-1-{WHEN}"])
+        self.assertEqual(self.members(), [f"TS-1|{NEXT}"])
+
+    def test_replan_made_meanwhile_is_kept(self):
+        """If the schedule was re-planned while its fire was in flight, the new plan survives."""
+        self.plan("TS-1", WHEN + 3600)
+        self.redis.zadd(SCHEDULE_KEY, {f"TS-1|{WHEN}": WHEN})
+        self.enqueuer.dispatch([self.fire()], not_before=WHEN)
+        self.assertEqual(self.members(), [f"TS-1|{WHEN + 3600}"])
+
+    def test_fire_without_job_drops_member(self):
+        """A fire with nothing to enqueue and nothing next (disabled, deleted) just removes the plan."""
+        self.assertEqual(self.enqueuer.dispatch([self.fire(job=False, next_when=None)], WHEN), [NOT_ENQUEUED])
+        self.assertEqual(self.members(), [])
+        self.assertIsNone(self.redis.hget(PLANNED_KEY, "TS-1"))
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [])
