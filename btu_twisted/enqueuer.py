@@ -83,25 +83,28 @@ class Enqueuer:
     def dispatch(self, fires: list[Fire], not_before: float) -> list[str]:
         """Wait until `not_before`, then enqueue `fires` atomically; returns one outcome per fire.
 
-        Jobs are built before the wait so that, at the fire instant, only the transaction is left.
+        Jobs are built and the watermarks WATCHed and read before the wait, so that at the fire
+        instant only the transaction is left (one round trip instead of three: about 0.3 ms less
+        lateness, bench/bench_lateness.py); a peer's claim during the wait fails our EXEC, and the
+        retry then sees its watermark.
         """
         jobs = {fire.member: self._create(fire.job) for fire in fires if fire.job is not None}
         keys = [LAST_FIRE_PREFIX + fire.schedule_id for fire in fires]
-        delay = not_before - self._now()
-        if delay > 0:
-            self._sleep(delay)
         for _ in range(MAX_ATTEMPTS):
             try:
-                return self._transact(fires, jobs, keys)
+                return self._transact(fires, jobs, keys, not_before)
             except redis.WatchError:
                 continue
         raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting attempts to enqueue "
                            f"{len(fires)} fires")
 
-    def _transact(self, fires: list[Fire], jobs: dict, keys: list[str]) -> list[str]:
+    def _transact(self, fires: list[Fire], jobs: dict, keys: list[str], not_before: float) -> list[str]:
         with self.connection.pipeline() as pipe:
             pipe.watch(*keys)
             watermarks = pipe.mget(keys)
+            delay = not_before - self._now()
+            if delay > 0:
+                self._sleep(delay)
             pipe.multi()
             outcomes, advance = [], []
             for fire, key, watermark in zip(fires, keys, watermarks):
