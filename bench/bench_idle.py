@@ -91,7 +91,8 @@ def main() -> None:
         return "-" if isinstance(r, str) or "cpu" not in r else fn(r)
 
     rows = [
-        (f"idle CPU ({window:.0f} s window)", f"<= {TARGET_PERCENT} %",
+        (f"idle CPU ({window:.0f} s window; 1 tick = {100 / CLK_TCK / window:.3f} %)",
+         f"<= {TARGET_PERCENT} %",
          *[cell(n, lambda r: f"{r['percent']:.3f} %") for n in names]),
         ("CPU seconds in the window (ticks)", "",
          *[cell(n, lambda r: f"{r['cpu']:.2f} s ({round(r['cpu'] * CLK_TCK)})") for n in names]),
