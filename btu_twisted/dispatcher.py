@@ -27,7 +27,9 @@ from btu_twisted.store import split_member
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
                redis.TimeoutError, txredisapi.ConnectionError)
 PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
-BATCH_SIZE = 2000        # due members handled per transaction
+BATCH_SIZE = 2000        # due members read from Redis per dispatch cycle
+TRANSACTION_SIZE = 100   # fires per Redis transaction: bounds the pipeline's memory, and the
+                         # first jobs of a large burst land before the last are built
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
 
 
@@ -176,8 +178,10 @@ class Dispatcher(service.Service):
         fires = [fire for fire in fires if fire is not None]
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
-            outcomes = yield self._run_in_thread(self._enqueuer.dispatch, group, not_before=when)
-            self._record(group, outcomes)
+            for start in range(0, len(group), TRANSACTION_SIZE):
+                chunk = group[start:start + TRANSACTION_SIZE]
+                outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when)
+                self._record(chunk, outcomes)
         return len(fires) + len(strays)
 
     @defer.inlineCallbacks
