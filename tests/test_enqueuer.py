@@ -76,7 +76,8 @@ class EnqueuerTests(unittest.TestCase):
     def test_peer_claim_during_the_wait_wins(self):
         """A peer that enqueues the fire while we wait for its instant makes our transaction step back."""
         def peer_claims(_delay):
-            self.redis.set(LAST_FIRE_PREFIX + "TS-1", WHEN)
+            if not self.redis.exists(LAST_FIRE_PREFIX + "TS-1"):
+                self.redis.set(LAST_FIRE_PREFIX + "TS-1", WHEN)
         enqueuer = Enqueuer(self.redis_server.url, now=lambda: WHEN - 0.25, sleep=peer_claims)
         self.addCleanup(enqueuer.close)
         self.assertEqual(enqueuer.dispatch([self.fire()], not_before=WHEN), [ALREADY_ENQUEUED])
