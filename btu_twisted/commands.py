@@ -52,12 +52,10 @@ def _iso(when: float) -> str:
 class Commands:
     """Handlers bound to the running daemon's parts."""
 
-    def __init__(self, clock, queue, planner, store, dispatcher, refresher, stats, config, control=None):
+    def __init__(self, clock, queue, store, refresher, stats, config, control=None):
         self._clock = clock
         self._queue = queue
-        self._planner = planner
         self._store = store
-        self._dispatcher = dispatcher
         self._refresher = refresher
         self._stats = stats
         self._config = config

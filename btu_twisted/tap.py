@@ -105,7 +105,7 @@ def makeService(options, reactor=None) -> service.MultiService:
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
-    commands = Commands(reactor, queue, planner, store, dispatcher, refresher, stats, config)
+    commands = Commands(reactor, queue, store, refresher, stats, config)
     commands.control = ControlFactory(
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
         idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,

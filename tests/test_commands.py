@@ -74,7 +74,7 @@ class CommandsTestCase(unittest.SynchronousTestCase):
         self.refresher = FakeRefresher()
         self.stats = Stats(started_at=NOW - 100)
         self.config = parse(CONFIG_TEXT)[0]
-        self.commands = Commands(self.clock, self.queue, None, self.store, None, self.refresher, self.stats,
+        self.commands = Commands(self.clock, self.queue, self.store, self.refresher, self.stats,
                                  self.config)
 
     def call(self, request_type: str, content):
