@@ -17,7 +17,7 @@ run: install
 	$(BIN)/twistd -n btu --embedded
 
 test: install
-	$(BIN)/python -m twisted.trial tests
+	$(BIN)/python -m twisted.trial --jobs=2 tests
 
 clean:
 	rm -rf $(VENV) _trial_temp build *.egg-info
