@@ -28,7 +28,7 @@ from tests.support.servers import fresh_database, shared_mariadb, shared_redis
 SCHEDULES = 50
 TWO_DAEMONS_SECS = 60
 MIN_KILLS = 30
-ONE_DAEMON_SECS = 20
+ONE_DAEMON_SECS = 25
 
 
 class ExactlyOnceUnderSigkillTests(unittest.TestCase):

@@ -60,7 +60,7 @@ AFTER_UP_MARGIN_SECS = 1.0
 # closed, and a pause before each restart so that outages span several every-second fires.
 TWO_DAEMONS_GAP_SECS = (0.1, 1.2)
 ONE_DAEMON_GAP_SECS = (KILL_MARGIN_SECS + AFTER_UP_MARGIN_SECS + 0.2, 3.2)
-ONE_DAEMON_DOWN_SECS = (0.5, 1.5)
+ONE_DAEMON_DOWN_SECS = (2.0, 3.0)  # >= 2 s: every outage spans two or more every-second fires
 
 
 # --- schedules -------------------------------------------------------------------------------
