@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 
 from common import (Daemon, RQCron, RQScheduler, Servers, Watcher, banner, fire_of_job_id, insert_schedules,
                     insert_task, ms, note, peers_available, percentile, table, verdict)
@@ -66,7 +65,7 @@ def main() -> None:
            f"{WARMUP_SAMPLES} fires dropped)")
     results: dict[str, dict | str] = {}
     with Servers() as servers:
-        note(f"ours: twistd -n btu, MariaDB source, cron '* * * * * * *' (every second)")
+        note("ours: twistd -n btu, MariaDB source, cron '* * * * * * *' (every second)")
         results["ours"] = measure_ours(servers, duration)
         ok, info = peers_available()
         if ok:

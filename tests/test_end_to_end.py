@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from tests.support import frappe_schema as fs
 from tests.support.daemon import (TwistdProcess, btu_app_request, control_request, daemon_config,
                                   one_shot_cron, poll, short_dir, twistd_env, write_config)
-from tests.support.servers import fresh_database, shared_mariadb, shared_redis
+from tests.support.servers import use_shared_servers
 from tests.support.workers import REPO_ROOT
 
 PING = {"request_type": "ping", "request_content": None}
@@ -29,13 +29,7 @@ class TwistdTests(unittest.TestCase):
     """One twistd subprocess per test, with its own config and socket in a short private dir."""
 
     def setUp(self):
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
-        self.database = fresh_database(testcase=self)
-        self.sql = shared_mariadb().connect(self.database)
-        self.addCleanup(self.sql.close)
+        use_shared_servers(self)
         self.dir = short_dir(self)
         self.socket_path = os.path.join(self.dir, "btu.sock")
         self.config_path = write_config(os.path.join(self.dir, "btu.toml"),

@@ -23,7 +23,7 @@ from tests.support.chaos import (JOB_FUNCTION, ONE_DAEMON_DOWN_SECS, ONE_DAEMON_
                                  TWO_DAEMONS_GAP_SECS, Enqueued, Outage, Run, check, read_enqueued,
                                  run_chaos)
 from tests.support.daemon import short_dir
-from tests.support.servers import fresh_database, shared_mariadb, shared_redis
+from tests.support.servers import shared_mariadb, shared_redis, use_shared_servers
 
 SCHEDULES = 50
 TWO_DAEMONS_SECS = 60
@@ -37,13 +37,7 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
     timeout = 150
 
     def setUp(self):
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
-        self.database = fresh_database(testcase=self)
-        self.sql = shared_mariadb().connect(self.database)
-        self.addCleanup(self.sql.close)
+        use_shared_servers(self)
         self.directory = short_dir(self)
         self.seed = int(os.environ.get("BTU_CHAOS_SEED") or time.time_ns() % 2**32)
 

@@ -24,10 +24,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from tests.support import frappe_schema as fs
-from tests.support.daemon import (Daemon, TwistdProcess, control_request, daemon_config, poll,
-                                  short_dir, wait_for, write_config)
+from tests.support.daemon import (TwistdProcess, control_request, daemon_config, poll, short_dir,
+                                  start_daemon, wait_for, write_config)
 from tests.support.servers import (MariaDBServer, RedisServer, fresh_database, shared_mariadb,
-                                   shared_redis)
+                                   shared_redis, use_shared_servers)
 
 NOOP = "tests.support.jobfuncs.noop"
 EVERY_SECOND, EVERY_OTHER_SECOND = "* * * * * * *", "*/2 * * * * * *"
@@ -52,22 +52,6 @@ def fire_instant(iso: str) -> int:
 def seconds_to_mid_second() -> float:
     """How long until the next OUTAGE_START_OFFSET_SECS past a whole second."""
     return (OUTAGE_START_OFFSET_SECS - time.time()) % 1.0 or 1.0
-
-
-def start_daemon(testcase, database: str | None = None, **keys) -> Daemon:
-    """tests.support.daemon.start_daemon, except that a test may stop the daemon itself first."""
-    from btu_twisted import tap
-
-    directory = short_dir(testcase)
-    socket_path = os.path.join(directory, "btu.sock")
-    config_path = write_config(os.path.join(directory, "btu.toml"),
-                               daemon_config(socket_path, database, **keys))
-    options = tap.Options()
-    options.parseOptions(["--config", config_path])
-    top = tap.makeService(options)
-    top.startService()
-    testcase.addCleanup(lambda: top.running and top.stopService())
-    return Daemon(config_path, socket_path, options, top)
 
 
 def hourly_cron(when: int) -> str:
@@ -314,13 +298,7 @@ class BadRowTests(FaultTestCase):
     """Rows the daemon cannot plan sit beside good ones in the shared servers."""
 
     def setUp(self):
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
-        self.database = fresh_database(testcase=self)
-        self.sql = shared_mariadb().connect(self.database)
-        self.addCleanup(self.sql.close)
+        use_shared_servers(self)
 
     def assertNeverQueued(self, schedule_ids) -> None:
         planned = {member.decode().rpartition("|")[0]

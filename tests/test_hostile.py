@@ -28,7 +28,7 @@ from btu_twisted.cron import next_fire
 from tests.support import frappe_schema as fs
 from tests.support.daemon import (Daemon, TwistdProcess, control_request, daemon_config, poll,
                                   schedule_members, short_dir, wait_for, write_config)
-from tests.support.servers import RedisServer, fresh_database, shared_mariadb, shared_redis
+from tests.support.servers import RedisServer, shared_mariadb, shared_redis, use_shared_servers
 
 PLANNED_KEY = "btu_scheduler:planned"  # README: schedule ID -> its member
 MAX_REQUEST_BYTES = 65536
@@ -241,14 +241,7 @@ class HostileTestCase(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
-        self.mariadb = shared_mariadb()
-        self.database = fresh_database(testcase=self)
-        self.sql = self.mariadb.connect(self.database)
-        self.addCleanup(self.sql.close)
+        use_shared_servers(self)
 
     def start(self, **keys) -> Daemon:
         return start_configured(self, self.database, **keys)

@@ -17,7 +17,7 @@ from btu_twisted.cron import next_fire
 from tests.support import frappe_schema as fs
 from tests.support.daemon import (members_of, one_shot_cron, schedule_members, start_daemon,
                                   wait_for)
-from tests.support.servers import fresh_database, shared_mariadb, shared_redis
+from tests.support.servers import shared_redis, use_shared_servers
 from tests.support.workers import run_burst_worker
 
 MARKER_FUNCTION = "tests.support.jobfuncs.write_marker"
@@ -38,14 +38,7 @@ class DaemonTestCase(unittest.TestCase):
     timeout = 45
 
     def setUp(self):
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
-        self.mariadb = shared_mariadb()
-        self.database = fresh_database(testcase=self)
-        self.sql = self.mariadb.connect(self.database)
-        self.addCleanup(self.sql.close)
+        use_shared_servers(self)
 
     def start(self, **keys):
         return start_daemon(self, self.database, **keys)

@@ -556,3 +556,16 @@ def fresh_database(prefix: str = "btu_test", testcase=None,
     if testcase is not None:
         testcase.addCleanup(server.drop_database, name)
     return name
+
+
+def use_shared_servers(testcase) -> None:
+    """Give a test the shared servers, fresh: sets `redis_server` (flushed), `redis` (a client),
+    `mariadb`, `database` (a new Frappe-shaped database) and `sql` (autocommit connection to it)."""
+    testcase.redis_server = shared_redis()
+    testcase.redis_server.flush()
+    testcase.redis = testcase.redis_server.client()
+    testcase.addCleanup(testcase.redis.close)
+    testcase.mariadb = shared_mariadb()
+    testcase.database = fresh_database(testcase=testcase)
+    testcase.sql = testcase.mariadb.connect(testcase.database)
+    testcase.addCleanup(testcase.sql.close)
