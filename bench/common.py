@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from btu_twisted.cli import exchange  # noqa: E402
 from tests.support import frappe_schema  # noqa: E402
 from tests.support.servers import MariaDBServer, RedisServer  # noqa: E402
 
@@ -302,17 +302,7 @@ class Daemon:
 
 def control_request(socket_path: str, payload: dict, timeout: float = 10.0) -> str:
     """One request on the control socket; read the reply until the daemon closes."""
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(timeout)
-    try:
-        client.connect(socket_path)
-        client.sendall(json.dumps(payload).encode("utf-8"))
-        chunks = []
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8")
-    finally:
-        client.close()
+    return exchange(socket_path, payload, timeout).decode("utf-8")
 
 
 # --- peers -----------------------------------------------------------------------------------

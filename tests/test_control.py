@@ -22,6 +22,8 @@ from twisted.trial import unittest
 from btu_twisted.control import ControlFactory, RequestError
 from btu_twisted.socketfile import ControlSocketService
 
+from tests.support.protocol_oracle import first_complete_object
+
 PING = b'{"request_type": "ping", "request_content": null}'
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -522,20 +524,6 @@ def split(payload: bytes, sizes: list[int]) -> list[bytes]:
 chunk_sizes = st.lists(st.integers(1, 40), max_size=30)
 
 
-def expected_request(payload: bytes):
-    """Oracle: the shortest prefix (within the limit) that is a complete JSON object, parsed."""
-    for end in range(1, min(len(payload), FUZZ_MAX_BYTES) + 1):
-        if payload[end - 1:end] != b"}":
-            continue
-        try:
-            value = json.loads(payload[:end].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
 class FuzzTests(unittest.SynchronousTestCase):
     """Whatever arrives, each connection ends with one reply and a close, and never an exception."""
 
@@ -561,7 +549,7 @@ class FuzzTests(unittest.SynchronousTestCase):
         return reply, handlers.calls
 
     def assertCallsMatchOracle(self, payload, reply, calls):
-        expected = expected_request(payload)
+        expected = first_complete_object(payload, FUZZ_MAX_BYTES)
         rtype = expected.get("request_type") if expected is not None else None
         if isinstance(rtype, str) and rtype in RECORDED_TYPES:
             self.assertEqual(calls, [(rtype, expected.get("request_content"))])

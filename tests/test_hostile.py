@@ -29,6 +29,7 @@ from tests.support import frappe_schema as fs
 from tests.support.daemon import (Daemon, TwistdProcess, control_request, daemon_config, poll,
                                   schedule_members, short_dir, wait_for, write_config)
 from tests.support.servers import RedisServer, shared_mariadb, shared_redis, use_shared_servers
+from tests.support.protocol_oracle import first_complete_object
 
 PLANNED_KEY = "btu_scheduler:planned"  # README: schedule ID -> its member
 MAX_REQUEST_BYTES = 65536
@@ -131,20 +132,6 @@ def table_contents(conn) -> dict[str, list[str]]:
             cur.execute(f"SELECT * FROM `{table}`")
             contents[table] = sorted(repr(row) for row in cur.fetchall())
     return contents
-
-
-def first_complete_object(payload: bytes):
-    """Oracle: the shortest prefix of `payload` that is a complete JSON object, parsed (or None)."""
-    for end in range(1, min(len(payload), MAX_REQUEST_BYTES) + 1):
-        if payload[end - 1:end] != b"}":
-            continue
-        try:
-            value = json.loads(payload[:end].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
 
 
 def stop_once(top):
@@ -345,7 +332,7 @@ class FuzzedSocketTests(HostileTestCase):
         def exchange(path, example):
             payload, sizes = example
             reply = raw_exchange(path, split(payload, sizes)).decode("utf-8")
-            request = first_complete_object(payload)
+            request = first_complete_object(payload, MAX_REQUEST_BYTES)
             if request is None or not isinstance(request.get("request_type"), str):
                 self.assertError(reply.encode("utf-8"))
             else:

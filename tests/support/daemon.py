@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from twisted.internet import defer, reactor, task, threads
 
+from btu_twisted.cli import exchange
 from tests.support.servers import shared_mariadb, shared_redis
 from tests.support.workers import REPO_ROOT
 
@@ -153,17 +154,7 @@ def btu_app_request(socket_path: str, payload: dict) -> str:
 
 def control_request(socket_path: str, payload: dict, timeout: float = CLIENT_TIMEOUT_SECS) -> str:
     """Send one request and read the whole reply, up to the daemon closing the connection."""
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(timeout)
-    try:
-        client.connect(socket_path)
-        client.sendall(json.dumps(payload).encode("utf-8"))
-        chunks = []
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8")
-    finally:
-        client.close()
+    return exchange(socket_path, payload, timeout).decode("utf-8")
 
 
 def schedule_members(client) -> dict[str, float]:
