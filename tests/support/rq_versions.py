@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import threading
 
 import rq
 
-from tests.support.workers import REPO_ROOT, WorkerError, worker_env
+from tests.support.workers import run_captured, worker_env
 
 #: rq version -> the other requirements installed with it.
 PINS = {
@@ -144,22 +143,7 @@ def run_python(version: str, args, timeout: float = 60) -> subprocess.CompletedP
 
     Raises :class:`WorkerError` (with the output) on a non-zero exit or a timeout.
     """
-    cmd = [sys.executable, *args]
-    proc = subprocess.Popen(cmd, env=python_env(version), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # so a timeout also kills a work horse
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, _ = proc.communicate()
-        raise WorkerError(f"timed out after {timeout}s (rq {version}): {cmd}\n{out}") from None
-    if proc.returncode != 0:
-        raise WorkerError(f"exited {proc.returncode} (rq {version}): {cmd}\n{out}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+    return run_captured([sys.executable, *args], python_env(version), timeout, f"rq {version}")
 
 
 def run_burst_worker(version: str, redis_url: str, queues, timeout: float = 60

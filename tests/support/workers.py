@@ -45,16 +45,15 @@ def run_burst_worker(redis_url: str, queues, extra_pythonpath=(), timeout: float
     if isinstance(queues, str):
         queues = [queues]
     cmd = [rq_executable(), "worker", "--burst", "--url", redis_url, *extra_args, *queues]
-    proc = subprocess.Popen(
-        cmd,
-        env=worker_env(extra_pythonpath),
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # so a timeout can kill the work horse too
-    )
+    return run_captured(cmd, worker_env(extra_pythonpath), timeout, "rq burst worker")
+
+
+def run_captured(cmd: list[str], env: dict, timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Run `cmd` from the repository root, output merged into text ``stdout``; raises
+    :class:`WorkerError` naming `what`, with the output, on a non-zero exit or a timeout."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # so a timeout can kill the work horse too
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -63,8 +62,7 @@ def run_burst_worker(redis_url: str, queues, extra_pythonpath=(), timeout: float
         except ProcessLookupError:
             pass
         out, _ = proc.communicate()
-        raise WorkerError(f"rq burst worker timed out after {timeout}s: {cmd}\n{out}") from None
-    proc = subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+        raise WorkerError(f"{what} timed out after {timeout}s: {cmd}\n{out}") from None
     if proc.returncode != 0:
-        raise WorkerError(f"rq burst worker exited {proc.returncode}: {cmd}\n{proc.stdout}")
-    return proc
+        raise WorkerError(f"{what} exited {proc.returncode}: {cmd}\n{out}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
