@@ -287,17 +287,21 @@ class Daemon:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        terminate(self.process)
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def terminate(process: subprocess.Popen | None) -> None:
+    """SIGTERM a contender and wait; SIGKILL its process group if it does not stop in 15 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def control_request(socket_path: str, payload: dict, timeout: float = 10.0) -> str:
@@ -379,13 +383,7 @@ class Peer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        terminate(self.process)
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
