@@ -27,7 +27,7 @@ from tests.support import frappe_schema as fs
 from tests.support.daemon import (TwistdProcess, control_request, daemon_config, poll, short_dir,
                                   start_daemon, wait_for, write_config)
 from tests.support.servers import (MariaDBServer, RedisServer, fresh_database, shared_mariadb,
-                                   shared_redis, use_shared_servers)
+                                   use_shared_redis, use_shared_servers)
 
 NOOP = "tests.support.jobfuncs.noop"
 EVERY_SECOND, EVERY_OTHER_SECOND = "* * * * * * *", "*/2 * * * * * *"
@@ -248,10 +248,7 @@ class DatabaseOutageTests(InProcessFaultTestCase):
         self.addCleanup(self.mariadb.cleanup)
         self.mariadb.start()
         super().setUp()
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
+        use_shared_redis(self)
         self.logs = self.capture_logs()
 
     @defer.inlineCallbacks
@@ -364,10 +361,7 @@ class DaemonDownTests(InProcessFaultTestCase):
 
     def setUp(self):
         super().setUp()
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
+        use_shared_redis(self)
         self.logs = self.capture_logs()
 
     @defer.inlineCallbacks
@@ -451,10 +445,7 @@ class StartupWithoutDatabaseTests(TwistdFaultTestCase):
     def setUp(self):
         self.mariadb = MariaDBServer()  # not started yet: the database is down
         self.addCleanup(self.mariadb.cleanup)
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
+        use_shared_redis(self)
         self.dir = short_dir(self)
         self.socket_path = os.path.join(self.dir, "btu.sock")
         self.database = f"btu_late_{os.getpid()}"
@@ -504,10 +495,7 @@ class GracefulStopTests(TwistdFaultTestCase):
     """SIGTERM to a daemon whose schedules fire every second, then a restart."""
 
     def setUp(self):
-        self.redis_server = shared_redis()
-        self.redis_server.flush()
-        self.redis = self.redis_server.client()
-        self.addCleanup(self.redis.close)
+        use_shared_redis(self)
         self.database = fresh_database(testcase=self)
         sql = shared_mariadb().connect(self.database)
         add_firing_schedules(sql)

@@ -558,13 +558,18 @@ def fresh_database(prefix: str = "btu_test", testcase=None,
     return name
 
 
-def use_shared_servers(testcase) -> None:
-    """Give a test the shared servers, fresh: sets `redis_server` (flushed), `redis` (a client),
-    `mariadb`, `database` (a new Frappe-shaped database) and `sql` (autocommit connection to it)."""
+def use_shared_redis(testcase) -> None:
+    """Give a test the shared Redis, flushed: sets `redis_server` and `redis` (a client)."""
     testcase.redis_server = shared_redis()
     testcase.redis_server.flush()
     testcase.redis = testcase.redis_server.client()
     testcase.addCleanup(testcase.redis.close)
+
+
+def use_shared_servers(testcase) -> None:
+    """Give a test the shared servers, fresh: `use_shared_redis`, plus `mariadb`, `database` (a new
+    Frappe-shaped database) and `sql` (an autocommit connection to it)."""
+    use_shared_redis(testcase)
     testcase.mariadb = shared_mariadb()
     testcase.database = fresh_database(testcase=testcase)
     testcase.sql = testcase.mariadb.connect(testcase.database)
