@@ -116,12 +116,6 @@ class ScheduleStore:
         if self._redis is None:
             self._redis = connect(self._url)
 
-    @property
-    def connected(self) -> bool:
-        """Whether at least one connection to Redis is up right now."""
-        factory = getattr(self._redis, "_factory", None)
-        return bool(factory and factory.size)
-
     def plan(self, entries: list[tuple[str, int]], now: float) -> defer.Deferred:
         """Set the next fire of each (schedule_id, unix seconds); fires with how many were kept."""
         if not entries:
