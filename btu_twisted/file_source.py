@@ -21,6 +21,7 @@ from pathlib import Path
 from twisted.internet import defer, threads
 
 from btu_twisted.schedules import DEFAULT_TASK_DURATION_SECS, Schedule
+from btu_twisted.schema import FILE_SCHEMA
 
 
 class ScheduleFileError(ValueError):
@@ -44,6 +45,10 @@ class FileSource:
     def read(self, ids: list[str]) -> defer.Deferred:
         """Fire with {id: Schedule} for those of `ids` present in the file."""
         return threads.deferToThread(lambda: _pick(self._load(), ids))
+
+    def schema(self) -> defer.Deferred:
+        """A schedule file has no BTU tables: no per-schedule zone column, no task log."""
+        return defer.succeed(FILE_SCHEMA)
 
     def close(self) -> None:
         """Nothing to release; present so both sources can be closed alike."""

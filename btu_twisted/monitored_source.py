@@ -28,6 +28,9 @@ class MonitoredSource:
     def read(self, ids: list[str]) -> defer.Deferred:
         return self._watch(self._source.read(ids))
 
+    def schema(self) -> defer.Deferred:
+        return self._watch(self._source.schema())
+
     def close(self) -> None:
         self._source.close()
 

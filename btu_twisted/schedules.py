@@ -36,6 +36,8 @@ class Schedule:
     description: str = ""
     enabled: bool = True
     time_zone: str = "UTC"
+    zone_source: str = "time_zone_string"  # where time_zone came from (DESIGN §4 fallback chain)
+    task_queue_name: str | None = None     # the task's own queue (BTU's enqueue prefers it)
 
     def kwargs(self) -> dict:
         """Task `arguments` overridden key by key by the schedule's `argument_overrides`."""

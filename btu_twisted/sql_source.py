@@ -14,6 +14,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 
 from btu_twisted.schedules import Schedule
+from btu_twisted.schema import Schema, detect_schema
 
 SCHEDULE_TABLE = "`tabBTU Task Schedule`"
 TASK_TABLE = "`tabBTU Task`"
@@ -25,7 +26,7 @@ ZONE_SQL = ("SELECT value FROM `tabSingles` WHERE doctype = 'BTU Configuration' 
             "AND field = 'cron_time_zone' LIMIT 1")
 ROWS_SQL = (
     "SELECT s.name, s.task, s.enabled, s.queue_name, s.argument_overrides, s.cron_string, "
-    "t.function_string, t.arguments, t.max_task_duration, t.desc_short "
+    "t.function_string, t.arguments, t.max_task_duration, t.desc_short, t.queue_name "
     f"FROM {SCHEDULE_TABLE} s LEFT JOIN {TASK_TABLE} t ON t.name = s.task "
     "WHERE s.name IN ({placeholders})"
 )
@@ -67,6 +68,10 @@ class SQLSource:
         """Fire with {id: Schedule} for those of `ids` that exist (enabled or not)."""
         return self._pool.runInteraction(_read_rows, list(ids), self._fallback_zone)
 
+    def schema(self) -> defer.Deferred:
+        """Fire with the Schema of the site database (which BTU generation's columns it has)."""
+        return self._pool.runInteraction(detect_schema)
+
     def close(self) -> None:
         self._pool.close()
 
@@ -89,7 +94,7 @@ def _read_rows(cursor, ids: list[str], fallback_zone: str) -> dict[str, Schedule
 
 def _schedule(row: tuple, zone: str) -> Schedule:
     (name, task, enabled, schedule_queue, overrides, cron, function_string, arguments,
-     duration, desc_short) = row
+     duration, desc_short, task_queue) = row
     # The last row of every schedule stays cached (the fallback while SQL is down), and most of
     # its text repeats from row to row (same task, queue, cron string): one shared copy of each
     # value more than halves the cache (100 000 rows: 63 -> 27 MB, bench/bench_refresh.py).
@@ -107,6 +112,7 @@ def _schedule(row: tuple, zone: str) -> Schedule:
         description=_shared(desc_short or ""),
         enabled=bool(enabled),
         time_zone=zone,
+        task_queue_name=_shared(task_queue or None),
     )
 
 
