@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from btu_twisted.cron import CronError
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
-from btu_twisted.jobs import iso_utc
+from btu_twisted.builders import iso_utc
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
 from btu_twisted.store import split_member

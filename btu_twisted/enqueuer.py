@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from btu_twisted.jobs import JobSpec
+from btu_twisted.builders import JobSpec
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
 
 SOCKET_TIMEOUT_SECS = 5

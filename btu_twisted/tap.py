@@ -18,7 +18,7 @@ from btu_twisted.control import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
-from btu_twisted.jobs import JobBuilder
+from btu_twisted.builders import JobBuilder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher

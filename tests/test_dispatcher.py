@@ -7,7 +7,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted.dispatcher import PREPARE_LEAD_SECS, Dispatcher
-from btu_twisted.jobs import JobBuilder
+from btu_twisted.builders import JobBuilder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import RowCache
 from btu_twisted.stats import Stats

@@ -5,7 +5,7 @@ from rq.job import Job
 from twisted.trial import unittest
 
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED, Enqueuer, Fire
-from btu_twisted.jobs import JobBuilder
+from btu_twisted.builders import JobBuilder
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY
 from tests.fakes import schedule
 from tests.support.servers import fresh_redis

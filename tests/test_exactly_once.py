@@ -18,7 +18,7 @@ from rq import Queue
 from twisted.python import log
 from twisted.trial import unittest
 
-from btu_twisted.jobs import iso_utc, job_id
+from btu_twisted.builders import iso_utc, job_id
 from tests.support.chaos import (JOB_FUNCTION, ONE_DAEMON_DOWN_SECS, ONE_DAEMON_GAP_SECS,
                                  TWO_DAEMONS_GAP_SECS, Enqueued, Outage, Run, check, read_enqueued,
                                  run_chaos)

@@ -26,7 +26,7 @@ from rq.job import Job
 from twisted.trial import unittest
 
 from btu_twisted.enqueuer import ENQUEUED, Enqueuer, Fire
-from btu_twisted.jobs import JobBuilder
+from btu_twisted.builders import JobBuilder
 from btu_twisted.schedules import Schedule
 from tests.support import rq_versions
 from tests.support.servers import shared_redis

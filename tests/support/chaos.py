@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from btu_twisted import cron
-from btu_twisted.jobs import job_id as job_id_of
+from btu_twisted.builders import job_id as job_id_of
 from tests.support import frappe_schema
 from tests.support.daemon import control_request, twistd_env, twistd_executable, write_config
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_jobs -*-
+# -*- test-case-name: tests.test_builders -*-
 """Turn a (schedule, fire instant) into the description of one RQ job: what to call, where, as whom.
 
 The job id is deterministic per (schedule, fire instant) and uses only `[A-Za-z0-9_-]`, the

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from btu_twisted.jobs import FRAPPE_EXECUTE_JOB, JobBuilder, iso_utc, job_id
+from btu_twisted.builders import FRAPPE_EXECUTE_JOB, JobBuilder, iso_utc, job_id
 from btu_twisted.schedules import Schedule, ScheduleError
 
 RQ_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # what every RQ version from 1.15 to 3.x accepts
