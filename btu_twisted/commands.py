@@ -105,6 +105,7 @@ class Commands:
             "internal_queue_length": len(self._queue),
             "last_refresh": self._stats.last_refresh,
             "counts": dict(self._stats.counts),
+            "job_builder": self._stats.job_builder,
             "unplannable": dict(sorted(self._stats.problems.items())[:MAX_LISTED]),
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),

@@ -22,7 +22,7 @@ EMBEDDED_CONFIG = Path(__file__).parent / "data" / "embedded.toml"
 
 SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url"})
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
-JOB_BUILDERS = ("frappe", "python")
+JOB_BUILDERS = ("auto", "btu", "btu-web", "frappe", "python")
 
 
 class ConfigError(Exception):
@@ -62,7 +62,7 @@ class Config:
     redis_url: str | None = _secret()
     mysql_unix_socket: str | None = None
     schedule_file: str | None = None
-    job_builder: str = "frappe"
+    job_builder: str = "auto"
     frappe_site: str | None = None
     frappe_user: str = "Administrator"
     queue_name_template: str = "{queue_name}"
@@ -163,8 +163,6 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}: {getattr(config, key)} is not a TCP port")
     if config.tracing_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"tracing_level: {config.tracing_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    if config.job_builder not in JOB_BUILDERS:
-        raise ConfigError(f"job_builder: {config.job_builder!r} is not one of {', '.join(JOB_BUILDERS)}")
     if "{queue_name}" not in config.queue_name_template:
         raise ConfigError("queue_name_template: must contain {queue_name}, got "
                           f"{config.queue_name_template!r}")
@@ -176,14 +174,28 @@ def _validate(config: Config) -> None:
                           "as {{ or }}") from None
     if config.redis_url is not None and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis_url: must start with redis://, rediss:// or unix://")
-    if config.job_builder == "frappe" and not config.effective_frappe_site:
-        raise ConfigError("frappe_site: required when job_builder is 'frappe' (the Frappe site name, "
-                          "e.g. \"erp.example.com\"); webserver_host_header is used when it is absent")
+    _validate_builders(config)
     if config.uses_sql:
         for key in ("mysql_user", "mysql_database"):
             if not getattr(config, key):
                 raise ConfigError(f"{key}: required unless schedule_file is set")
     _check_zone(config.time_zone_string)
+
+
+FRAPPE_SITE_HINT = ('set frappe_site = "<site name>" (the directory under sites/, e.g. "erp.example.com"; '
+                    "webserver_host_header is used when it is absent)")
+
+
+def _validate_builders(config: Config) -> None:
+    """job_builder is known, and what the chosen builder needs is set (`auto` checks at run time)."""
+    if config.job_builder not in JOB_BUILDERS:
+        raise ConfigError(f"job_builder: {config.job_builder!r} is not one of {', '.join(JOB_BUILDERS)}")
+    if config.job_builder in ("btu", "frappe") and not config.effective_frappe_site:
+        raise ConfigError(f"frappe_site: required when job_builder is {config.job_builder!r}: "
+                          f"{FRAPPE_SITE_HINT}")
+    if config.job_builder == "btu-web" and not config.webserver_token:
+        raise ConfigError("webserver_token: required when job_builder is 'btu-web' (the Frappe API "
+                          "token, \"token <api key>:<api secret>\")")
 
 
 def _check_zone(name: str) -> None:

@@ -9,6 +9,8 @@ fire; the enqueue thread then waits for the exact instant, so jobs land within m
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import redis
 import txredisapi
 from twisted.application import service
@@ -16,9 +18,9 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from btu_twisted.builders import JobSpec, Retry, Skip, iso_utc
 from btu_twisted.cron import CronError
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
-from btu_twisted.builders import iso_utc
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
 from btu_twisted.store import split_member
@@ -57,6 +59,7 @@ class Dispatcher(service.Service):
         self._backoff = RETRY_MIN_SECS
         self._on_redis_back = on_redis_back
         self._from_cache = False  # dispatching from cached rows (SQL down), logged once per outage
+        self._parked: dict[str, float] = {}  # member -> clock time to retry building its job
 
     @property
     def armed_for(self) -> float | None:
@@ -94,7 +97,7 @@ class Dispatcher(service.Service):
     @defer.inlineCallbacks
     def _arm(self):
         try:
-            earliest = yield self._store.earliest()
+            earliest = yield self._earliest()
         except Exception as e:
             self._redis_failed(e)
             self._arm_at(self._clock.seconds() + self._next_backoff() + PREPARE_LEAD_SECS)
@@ -103,7 +106,18 @@ class Dispatcher(service.Service):
         if earliest is None:
             self._cancel_timer()
         else:
-            self._arm_at(earliest[1])
+            self._arm_at(earliest)
+
+    @defer.inlineCallbacks
+    def _earliest(self):
+        """The instant to arm for: the earliest member not parked, or the first parked retry."""
+        if not self._parked:
+            found = yield self._store.earliest()
+            return None if found is None else found[1]
+        upcoming = yield self._store.upcoming(len(self._parked) + 1)
+        times = [score for member, score in upcoming if member not in self._parked]
+        times += [at + PREPARE_LEAD_SECS for at in self._parked.values()]  # _arm_at subtracts it
+        return min(times) if times else None
 
     def _arm_at(self, when: float) -> None:
         self._cancel_timer()
@@ -144,6 +158,8 @@ class Dispatcher(service.Service):
                 now = self._clock.seconds()
                 due = yield self._store.due(now + PREPARE_LEAD_SECS, BATCH_SIZE)
                 self._redis_ok()
+                self._parked = {member: at for member, at in self._parked.items() if at > now}
+                due = [(member, score) for member, score in due if member not in self._parked]
                 if not due:
                     return None
                 handled = yield self._dispatch(due)
@@ -173,16 +189,17 @@ class Dispatcher(service.Service):
         # Now, not when the cycle began: Redis and SQL may have kept it waiting for seconds, and a
         # stale now would plan a next fire already past, giving one outage a second late run.
         now = self._clock.seconds()
-        fires = [self._fire(schedule_id, when, rows.get(schedule_id, _MISSING), now)
-                 for schedule_id, when in latest.items()]
-        fires = [fire for fire in fires if fire is not None]
+        decided = [self._fire(schedule_id, when, rows.get(schedule_id, _MISSING), now)
+                   for schedule_id, when in latest.items()]
+        fires = yield self._build_jobs([fire for fire in decided if fire is not None])
+        parked = len(decided) - len(fires) - decided.count(None)
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
             for start in range(0, len(group), TRANSACTION_SIZE):
                 chunk = group[start:start + TRANSACTION_SIZE]
                 outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when)
                 self._record(chunk, outcomes)
-        return len(fires) + len(strays)
+        return len(fires) + parked + len(strays)
 
     @defer.inlineCallbacks
     def _read_rows(self, ids: list[str]):
@@ -234,12 +251,40 @@ class Dispatcher(service.Service):
                               due=iso_utc(fire_at), late=late, grace=self._grace)
                 self._stats.counts["skipped_misfires"] += 1
                 return Fire(schedule_id, when, None, next_when)
-            return Fire(schedule_id, fire_at, self._builder.build(row, fire_at), next_when, planned=when)
+            return _ToBuild(row, Fire(schedule_id, fire_at, None, next_when, planned=when))
         except (CronError, ScheduleError) as e:
-            self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
-            self._stats.problem(schedule_id, str(e))
-            self._stats.counts["errors"] += 1
-            return Fire(schedule_id, when, None, None)
+            return self._unusable(Fire(schedule_id, when, None, None), e)
+
+    def _unusable(self, fire: Fire, error: Exception) -> Fire:
+        """A row that cannot be dispatched: reported; its member is dropped, nothing is planned."""
+        self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=fire.schedule_id, reason=error)
+        self._stats.problem(fire.schedule_id, str(error))
+        self._stats.counts["errors"] += 1
+        return replace(fire, job=None, next_when=None)
+
+    @defer.inlineCallbacks
+    def _build_jobs(self, decided: list):
+        """Build the jobs of these fires with the job builder (which may query or fetch); a fire
+        it cannot build yet is parked until its retry time and left out of the result."""
+        to_build = [item for item in decided if isinstance(item, _ToBuild)]
+        outcomes = yield self._builder.build_batch([(item.row, item.fire.when) for item in to_build])
+        built = dict(zip((id(item) for item in to_build), outcomes))
+        fires = []
+        for item in decided:
+            if not isinstance(item, _ToBuild):
+                fires.append(item)
+                continue
+            fire, outcome = item.fire, built[id(item)]
+            if isinstance(outcome, JobSpec):
+                fires.append(replace(fire, job=outcome))
+            elif isinstance(outcome, Skip):
+                self._stats.counts[outcome.counter] += 1
+                fires.append(fire)  # no job; the member advances to the next fire
+            elif isinstance(outcome, Retry):
+                self._parked[fire.member] = outcome.at
+            else:
+                fires.append(self._unusable(fire, outcome))
+        return fires
 
     def _record(self, group: list[Fire], outcomes: list[str]) -> None:
         for fire, outcome in zip(group, outcomes):
@@ -290,6 +335,14 @@ def _latest_fire(row, when: int, now: float) -> int:
         else:
             high = middle - 1
     return low
+
+
+@dataclass(frozen=True)
+class _ToBuild:
+    """A fire to enqueue once the job builder has made its job from `row`."""
+
+    row: object
+    fire: Fire
 
 
 _MISSING = object()  # no row known at all (database down and never read): leave the member be

@@ -11,12 +11,14 @@ skipped, and a crash at any instruction leaves either all of a batch's effects o
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from rq import Queue
+from rq import Callback, Queue
+from rq.job import Job
 
 from btu_twisted.builders import JobSpec
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
@@ -116,6 +118,10 @@ class Enqueuer:
                     # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
                     # unconditionally, which fails inside our transaction.
                     self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
+                    if fire.job.data is not None:
+                        # Pre-pickled job data (btu-web): replaces the placeholder rq serialised,
+                        # compressed as rq writes it, inside the same transaction.
+                        pipe.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
                     pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
                     outcomes.append(ENQUEUED)
                 advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
@@ -125,9 +131,12 @@ class Enqueuer:
 
     @staticmethod
     def _create(spec: JobSpec):
+        # A Callback named by a string: every rq from 1.15 to 3.x stores it in the job hash as
+        # `failure_callback_name` (a worker that predates callbacks ignores the field).
+        on_failure = Callback(spec.on_failure) if spec.on_failure else None
         return Queue.prepare_data(
             spec.func, kwargs=spec.kwargs, timeout=spec.timeout, description=spec.description,
-            job_id=spec.job_id, meta=spec.meta)
+            job_id=spec.job_id, meta=spec.meta, on_failure=on_failure)
 
     def _queue(self, name: str) -> Queue:
         if name not in self._queues:

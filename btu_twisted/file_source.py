@@ -53,6 +53,10 @@ class FileSource:
     def close(self) -> None:
         """Nothing to release; present so both sources can be closed alike."""
 
+    def in_progress_tasks(self, task_ids: list[str]) -> defer.Deferred:
+        """A schedule file has no BTU Task Log: no task is ever In-Progress."""
+        return defer.succeed(set())
+
     def _load(self) -> dict[str, Schedule]:
         try:
             st = os.stat(self.path)

@@ -34,6 +34,9 @@ class MonitoredSource:
     def close(self) -> None:
         self._source.close()
 
+    def in_progress_tasks(self, task_ids: list[str]) -> defer.Deferred:
+        return self._watch(self._source.in_progress_tasks(task_ids))
+
     def _watch(self, d: defer.Deferred) -> defer.Deferred:
         d.addCallbacks(self._up, self._down)
         return d

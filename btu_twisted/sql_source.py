@@ -75,6 +75,11 @@ class SQLSource:
     def close(self) -> None:
         self._pool.close()
 
+    def in_progress_tasks(self, task_ids: list[str]) -> defer.Deferred:
+        """Fire with the set of `task_ids` that have a BTU Task Log still `In-Progress` (one query;
+        none when the site has no `tabBTU Task Log`, so no guard)."""
+        return self._pool.runInteraction(_in_progress_tasks, list(task_ids))
+
 
 def _enabled_ids(cursor) -> list[str]:
     cursor.execute(ENABLED_IDS_SQL)
@@ -118,3 +123,20 @@ def _schedule(row: tuple, zone: str) -> Schedule:
 
 def _shared(text: str | None) -> str | None:
     return sys.intern(text) if isinstance(text, str) else text
+
+
+IN_PROGRESS_SQL = ("SELECT DISTINCT task FROM `tabBTU Task Log` WHERE success_fail = 'In-Progress' "
+                   "AND task IN ({placeholders})")
+NO_SUCH_TABLE = 1146  # MariaDB ER_NO_SUCH_TABLE
+
+
+def _in_progress_tasks(cursor, task_ids: list[str]) -> set[str]:
+    if not task_ids:
+        return set()
+    try:
+        cursor.execute(IN_PROGRESS_SQL.format(placeholders=", ".join(["%s"] * len(task_ids))), task_ids)
+    except pymysql.err.ProgrammingError as e:
+        if e.args and e.args[0] == NO_SUCH_TABLE:
+            return set()
+        raise
+    return {row[0] for row in cursor.fetchall()}

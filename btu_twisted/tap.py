@@ -18,7 +18,7 @@ from btu_twisted.control import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
-from btu_twisted.builders import JobBuilder
+from btu_twisted.builders.factory import make_builder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
@@ -91,13 +91,11 @@ def makeService(options, reactor=None) -> service.MultiService:
     queue = UniqueQueue()
     rows = RowCache()
     enqueuer = Enqueuer(config.effective_redis_url)
+    builder = make_builder(config.job_builder, config, reactor, source, stats)
     top = DaemonService(openers=[pool.start, store.open],
-                        closers=[pool.stop, source.close, store.close, enqueuer.close])
+                        closers=[pool.stop, source.close, store.close, enqueuer.close, builder.close])
     dispatcher = Dispatcher(
-        reactor, store, source, rows,
-        JobBuilder(config.job_builder, config.queue_name_template, config.effective_frappe_site,
-                   config.frappe_user),
-        enqueuer,
+        reactor, store, source, rows, builder, enqueuer,
         lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
@@ -110,6 +108,8 @@ def makeService(options, reactor=None) -> service.MultiService:
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
         idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
         allowed_uids=config.socket_allowed_uids, allowed_gids=config.socket_allowed_gids)
+    if isinstance(builder, service.Service):  # `auto` reads the schema at start-up
+        top.addService(builder)
     for child in (planner, dispatcher, refresher,
                   ControlSocketService(reactor, config.socket_path, commands.control,
                                        mode=config.socket_mode, group=config.socket_file_group_owner)):

@@ -1,4 +1,5 @@
-"""Specification of RQ job descriptions: deterministic safe job ids and the two local job builders."""
+"""Specification of RQ job descriptions: deterministic safe job ids, the local job builders
+(`python`, `frappe`, `btu` with its In-Progress guard) and `auto`'s choice."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from btu_twisted.builders import FRAPPE_EXECUTE_JOB, JobBuilder, iso_utc, job_id
+from btu_twisted.builders import FRAPPE_EXECUTE_JOB, iso_utc, job_id
+from btu_twisted.builders.frappe import FrappeBuilder
+from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.schedules import Schedule, ScheduleError
 
 RQ_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # what every RQ version from 1.15 to 3.x accepts
@@ -78,7 +81,7 @@ class FrappeBuilderTests(unittest.SynchronousTestCase):
     """The frappe builder runs the task through Frappe's execute_job."""
 
     def setUp(self):
-        self.builder = JobBuilder("frappe", "mybench:{queue_name}", site="erp.example.com", user="Administrator")
+        self.builder = FrappeBuilder("erp.example.com", "Administrator", "mybench:{queue_name}")
         self.job = self.builder.build(schedule(), WHEN)
 
     def test_func(self):
@@ -87,10 +90,11 @@ class FrappeBuilderTests(unittest.SynchronousTestCase):
         self.assertEqual(FRAPPE_EXECUTE_JOB, self.job.func)
 
     def test_kwargs(self):
-        """execute_job gets site, user, method, event, job_name, is_async and the merged kwargs."""
+        """execute_job gets site, user, method, event, job_name (desc_short, as BTU's), is_async and
+        the merged kwargs."""
         self.assertEqual(self.job.kwargs, {
             "site": "erp.example.com", "user": "Administrator", "method": "myapp.tasks.run",
-            "event": None, "job_name": "myapp.tasks.run", "is_async": True,
+            "event": None, "job_name": "Nightly run", "is_async": True,
             "kwargs": {"a": 1, "b": 20, "c": 30},
         })
 
@@ -110,7 +114,7 @@ class FrappeBuilderTests(unittest.SynchronousTestCase):
 
     def test_custom_user(self):
         """The configured frappe_user runs the job."""
-        job = JobBuilder("frappe", site="s", user="jobs@example.com").build(schedule(), WHEN)
+        job = FrappeBuilder("s", user="jobs@example.com").build(schedule(), WHEN)
         self.assertEqual(job.kwargs["user"], "jobs@example.com")
 
 
@@ -118,7 +122,7 @@ class PythonBuilderTests(unittest.SynchronousTestCase):
     """The python builder calls the function_string itself."""
 
     def setUp(self):
-        self.job = JobBuilder("python").build(schedule(), WHEN)
+        self.job = PythonBuilder().build(schedule(), WHEN)
 
     def test_func_and_kwargs(self):
         """func is the function_string and kwargs are the merged arguments."""
@@ -130,7 +134,7 @@ class PythonBuilderTests(unittest.SynchronousTestCase):
 
     def test_description_fallback(self):
         """Without desc_short the description is the function_string."""
-        self.assertEqual(JobBuilder("python").build(schedule(description=""), WHEN).description, "myapp.tasks.run")
+        self.assertEqual(PythonBuilder().build(schedule(description=""), WHEN).description, "myapp.tasks.run")
 
     def test_same_meta(self):
         """meta is the same for both builders."""
@@ -143,8 +147,4 @@ class BuilderErrorTests(unittest.SynchronousTestCase):
 
     def test_bad_arguments(self):
         """A row whose arguments cannot be parsed raises ScheduleError."""
-        self.assertRaises(ScheduleError, JobBuilder("python").build, schedule(arguments="{'a'"), WHEN)
-
-    def test_unknown_kind(self):
-        """A builder kind that cannot build jobs locally is refused."""
-        self.assertRaises(ValueError, JobBuilder, "btu-web")
+        self.assertRaises(ScheduleError, PythonBuilder().build, schedule(arguments="{'a'"), WHEN)

@@ -132,7 +132,7 @@ class DefaultTests(unittest.SynchronousTestCase):
         c = parsed()
         self.assertIsNone(c.redis_url)
         self.assertEqual(c.effective_redis_url, "redis://127.0.0.1:6379/0")
-        self.assertEqual((c.job_builder, c.queue_name_template), ("frappe", "{queue_name}"))
+        self.assertEqual((c.job_builder, c.queue_name_template), ("auto", "{queue_name}"))
         self.assertEqual((c.misfire_grace_secs, c.socket_mode), (300, 0o660))
         self.assertEqual(c.frappe_user, "Administrator")
 
@@ -236,8 +236,22 @@ class InvalidValueTests(unittest.SynchronousTestCase):
         self.assertRejected("", "mysql_user", base='mysql_database = "d"\nfrappe_site = "s"\n')
 
     def test_missing_frappe_site(self):
-        """The frappe job builder needs a site."""
-        self.assertRejected("", "frappe_site", base='mysql_user = "u"\nmysql_database = "d"\n')
+        """The frappe and btu job builders need a site, and the error says how to set it."""
+        for kind in ("frappe", "btu"):
+            error = self.assertRejected(f'job_builder = "{kind}"\n', "frappe_site",
+                                        base='mysql_user = "u"\nmysql_database = "d"\n')
+            self.assertIn('set frappe_site = "<site name>"', str(error))
+
+    def test_auto_and_btu_web_need_no_site(self):
+        """auto (the default) and btu-web start without frappe_site (btu-web's site is the Host header)."""
+        for extra in ("", 'job_builder = "btu-web"\nwebserver_token = "token a:b"\n'):
+            config, _ = parse('mysql_user = "u"\nmysql_database = "d"\n' + extra)
+            self.assertIsNone(config.effective_frappe_site)
+
+    def test_btu_web_needs_token(self):
+        """The btu-web job builder needs webserver_token."""
+        self.assertRejected('job_builder = "btu-web"\n', "webserver_token",
+                            base='mysql_user = "u"\nmysql_database = "d"\n')
 
     def test_bad_socket_mode(self):
         """socket_mode must be an octal file mode."""

@@ -7,7 +7,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted.dispatcher import PREPARE_LEAD_SECS, Dispatcher
-from btu_twisted.builders import JobBuilder
+from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import RowCache
 from btu_twisted.stats import Stats
@@ -29,7 +29,7 @@ class DispatcherTests(unittest.TestCase):
         self.rows = RowCache()
         self.recoveries = []
         source = MonitoredSource(self.source, self.stats.sql, self.clock)
-        self.dispatcher = Dispatcher(self.clock, self.store, source, self.rows, JobBuilder("python"),
+        self.dispatcher = Dispatcher(self.clock, self.store, source, self.rows, PythonBuilder(),
                                      self.enqueuer, run_now, self.stats, GRACE_SECS, POLL_SECS,
                                      on_redis_back=lambda: self.recoveries.append(self.clock.seconds()))
         self.events = []

@@ -5,7 +5,7 @@ from rq.job import Job
 from twisted.trial import unittest
 
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED, Enqueuer, Fire
-from btu_twisted.builders import JobBuilder
+from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY
 from tests.fakes import schedule
 from tests.support.servers import fresh_redis
@@ -31,7 +31,7 @@ class EnqueuerTests(unittest.TestCase):
         self.redis.hset(PLANNED_KEY, schedule_id, member)
 
     def fire(self, job=True, next_when=NEXT):
-        return Fire("TS-1", WHEN, JobBuilder("python").build(self.row, WHEN) if job else None, next_when)
+        return Fire("TS-1", WHEN, PythonBuilder().build(self.row, WHEN) if job else None, next_when)
 
     def members(self):
         return [m.decode() for m in self.redis.zrange(SCHEDULE_KEY, 0, -1)]

@@ -26,7 +26,7 @@ from rq.job import Job
 from twisted.trial import unittest
 
 from btu_twisted.enqueuer import ENQUEUED, Enqueuer, Fire
-from btu_twisted.builders import JobBuilder
+from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.schedules import Schedule
 from tests.support import rq_versions
 from tests.support.servers import shared_redis
@@ -67,7 +67,7 @@ def marker_fires(directory: str, queue: str) -> list[Fire]:
     Deterministic, so the test and a subprocess build the same fires.  The schedule's
     `argument_overrides` replace the task's `greeting`, as the builder merges them.
     """
-    builder = JobBuilder("python")
+    builder = PythonBuilder()
     fires = []
     for n, (schedule_id, kwargs) in enumerate(CASES):
         path = os.path.join(directory, f"marker-{n}.json")

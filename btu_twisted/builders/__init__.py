@@ -1,6 +1,12 @@
 # -*- test-case-name: tests.test_builders -*-
 """Turn a (schedule, fire instant) into the description of one RQ job: what to call, where, as whom.
 
+One module per job builder (`btu`, `btu_web`, `frappe`, `python`; `auto` picks one from the site
+schema). Every builder answers `build_batch([(schedule, when), ...])` with a Deferred firing one
+outcome per fire: a JobSpec, a Skip (not enqueued, the schedule moves on), a Retry (cannot be built
+yet) or a ScheduleError (the row is unusable); the dispatcher enqueues the JobSpecs in its one
+exactly-once transaction, whatever built them.
+
 The job id is deterministic per (schedule, fire instant) and uses only `[A-Za-z0-9_-]`, the
 characters every RQ version from 1.15 to 3.x accepts, so the same fire always maps to the same job.
 """
@@ -11,7 +17,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from btu_twisted.schedules import Schedule
+from twisted.internet import defer
+
+from btu_twisted.schedules import Schedule, ScheduleError
 
 FRAPPE_EXECUTE_JOB = "frappe.utils.background_jobs.execute_job"
 JOB_ID_PREFIX = "btu"
@@ -20,7 +28,12 @@ _SAFE = re.compile(r"[A-Za-z0-9-]")
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything `Queue.enqueue_call` needs, as plain builtins."""
+    """Everything `Queue.enqueue_call` needs, as plain builtins.
+
+    `data`, when set, is the job's already pickled `(func_name, instance, args, kwargs)` (btu-web:
+    made by the BTU app), stored as the job's data in place of `func`/`kwargs`; `on_failure` is the
+    dotted path of the failure callback, for the rq versions that carry one.
+    """
 
     job_id: str
     queue: str
@@ -29,6 +42,25 @@ class JobSpec:
     timeout: int
     description: str
     meta: dict = field(default_factory=dict)
+    data: bytes | None = field(default=None, repr=False)
+    on_failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The fire is not enqueued and its schedule moves on to its next fire; `counter` is the
+    `status` count it adds to."""
+
+    reason: str
+    counter: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The fire's job cannot be built yet (its data source failed); try again at clock time `at`."""
+
+    reason: str
+    at: float
 
 
 def job_id(schedule_id: str, when: int) -> str:
@@ -46,39 +78,37 @@ def iso_utc(when: int) -> str:
     return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class JobBuilder:
-    """Builds JobSpecs for one daemon configuration (job builder kind, site, queue names)."""
+def job_meta(schedule: Schedule, when: int) -> dict:
+    """The meta every builder's job carries (DESIGN §8)."""
+    return {"btu_task_schedule": schedule.schedule_id, "btu_task": schedule.task_id,
+            "btu_scheduled_for": iso_utc(when)}
 
-    def __init__(self, kind: str, queue_name_template: str = "{queue_name}", site: str | None = None,
-                 user: str = "Administrator"):
-        if kind not in ("frappe", "python"):
-            raise ValueError(f"job_builder {kind!r} cannot build jobs locally")
-        self.kind = kind
+
+class LocalBuilder:
+    """A builder that needs nothing but the row: `build` each fire, synchronously."""
+
+    kind = ""
+
+    def __init__(self, queue_name_template: str = "{queue_name}"):
         self._template = queue_name_template
-        self._site = site
-        self._user = user
 
-    def queue_name(self, schedule: Schedule) -> str:
-        """The RQ queue: the schedule's `queue_name` through `queue_name_template`."""
-        return self._template.format(queue_name=schedule.queue_name)
+    def queue_name(self, queue_name: str) -> str:
+        """The RQ queue for a BTU queue name, through `queue_name_template`."""
+        return self._template.format(queue_name=queue_name)
 
     def build(self, schedule: Schedule, when: int) -> JobSpec:
         """The job for `schedule` firing at unix second `when` (raises ScheduleError on bad rows)."""
-        kwargs = schedule.kwargs()
-        if self.kind == "frappe":
-            func = FRAPPE_EXECUTE_JOB
-            kwargs = {"site": self._site, "user": self._user, "method": schedule.function_string,
-                      "event": None, "job_name": schedule.function_string, "is_async": True,
-                      "kwargs": kwargs}
-        else:
-            func = schedule.function_string
-        return JobSpec(
-            job_id=job_id(schedule.schedule_id, when),
-            queue=self.queue_name(schedule),
-            func=func,
-            kwargs=kwargs,
-            timeout=schedule.max_task_duration,
-            description=schedule.description or schedule.function_string,
-            meta={"btu_task_schedule": schedule.schedule_id, "btu_task": schedule.task_id,
-                  "btu_scheduled_for": iso_utc(when)},
-        )
+        raise NotImplementedError
+
+    def build_batch(self, fires: list[tuple[Schedule, int]]) -> defer.Deferred:
+        """Fire with one outcome per (schedule, when): a JobSpec, or the ScheduleError of a bad row."""
+        outcomes = []
+        for schedule, when in fires:
+            try:
+                outcomes.append(self.build(schedule, when))
+            except ScheduleError as e:
+                outcomes.append(e)
+        return defer.succeed(outcomes)
+
+    def close(self) -> None:
+        """Nothing to release; present so every builder can be closed alike."""
