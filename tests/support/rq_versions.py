@@ -133,21 +133,26 @@ def pythonpath(version: str) -> list[str]:
     return [] if target is None else [target]
 
 
-def python_env(version: str) -> dict:
-    """Environment for ``<venv>/bin/python`` importing rq `version`, then the repo, then the venv."""
-    return worker_env(pythonpath(version))
+def python_env(version: str, extra_pythonpath=(), extra_env=None) -> dict:
+    """Environment for ``<venv>/bin/python`` importing rq `version`, then `extra_pythonpath`, the
+    repo and the venv, with `extra_env` set."""
+    env = worker_env([*pythonpath(version), *extra_pythonpath])
+    env.update(extra_env or {})
+    return env
 
 
-def run_python(version: str, args, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_python(version: str, args, timeout: float = 60, extra_pythonpath=(), extra_env=None
+               ) -> subprocess.CompletedProcess:
     """Run ``<venv>/bin/python *args`` with rq `version` first on the path; output merged, text.
 
     Raises :class:`WorkerError` (with the output) on a non-zero exit or a timeout.
     """
-    return run_captured([sys.executable, *args], python_env(version), timeout, f"rq {version}")
+    return run_captured([sys.executable, *args], python_env(version, extra_pythonpath, extra_env),
+                        timeout, f"rq {version}")
 
 
-def run_burst_worker(version: str, redis_url: str, queues, timeout: float = 60
-                     ) -> subprocess.CompletedProcess:
+def run_burst_worker(version: str, redis_url: str, queues, timeout: float = 60, extra_pythonpath=(),
+                     extra_env=None) -> subprocess.CompletedProcess:
     """``python -m rq.cli worker --burst --url <redis_url> <queues...>`` with rq `version`.
 
     As with :func:`tests.support.workers.run_burst_worker`, a job that raises does not make the
@@ -156,4 +161,4 @@ def run_burst_worker(version: str, redis_url: str, queues, timeout: float = 60
     if isinstance(queues, str):
         queues = [queues]
     return run_python(version, ["-m", "rq.cli", "worker", "--burst", "--url", redis_url, *queues],
-                      timeout=timeout)
+                      timeout=timeout, extra_pythonpath=extra_pythonpath, extra_env=extra_env)

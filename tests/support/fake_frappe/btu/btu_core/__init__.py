@@ -1,0 +1,1 @@
+"""Fake ``btu.btu_core``."""
