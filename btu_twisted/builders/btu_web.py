@@ -74,8 +74,10 @@ class BtuWebBuilder:
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, url: str, token: str, host_header: str | None = None,
-                 queue_name_template: str = "{queue_name}", agent=None):
+                 queue_name_template: str = "{queue_name}", agent=None,
+                 fetch_timeout: float = FETCH_TIMEOUT_SECS):
         self._clock = clock
+        self._timeout = fetch_timeout
         self._url = url
         self._token = token
         self._host_header = host_header
@@ -83,7 +85,7 @@ class BtuWebBuilder:
         self._pool = None
         if agent is None:
             self._pool = HTTPConnectionPool(clock, persistent=True)
-            agent = Agent(clock, connectTimeout=FETCH_TIMEOUT_SECS, pool=self._pool)
+            agent = Agent(clock, connectTimeout=fetch_timeout, pool=self._pool)
         self._agent = agent
         self._limit = defer.DeferredSemaphore(MAX_CONCURRENT_FETCHES)
         self._backoff: dict[str, tuple[int, float]] = {}  # schedule -> (fire, next retry delay)
@@ -127,12 +129,12 @@ class BtuWebBuilder:
         d = self._agent.request(b"GET", self._url.encode("ascii"), headers,
                                 FileBodyProducer(BytesIO(body.encode("utf-8"))))
         d.addCallback(self._read)
-        d.addTimeout(FETCH_TIMEOUT_SECS, self._clock)
-        try:
-            code, payload = yield d
-        except defer.TimeoutError:
-            raise FetchError(f"no complete answer within {FETCH_TIMEOUT_SECS:.0f} s") from None
+        d.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timed_out)
+        code, payload = yield d
         return parse_reply(code, payload)
+
+    def _timed_out(self, _result, _timeout):
+        raise FetchError(f"no complete answer within {self._timeout:g} s")
 
     @staticmethod
     @defer.inlineCallbacks
