@@ -248,9 +248,9 @@ class DaemonTests(unittest.TestCase):
         daemon = start_daemon(self, self.database, job_builder="auto", webserver_ip="127.0.0.1",
                               webserver_port=self.port, webserver_token=TOKEN,
                               webserver_host_header=SITE, misfire_grace_secs=2)
-        status = yield daemon.refreshed()
-        self.assertEqual(status["job_builder"]["kind"], "btu-web", status["job_builder"])
-        self.assertIn("BTU <= 15.1.0", status["job_builder"]["reason"])
+        chosen = yield daemon.job_builder_chosen()
+        self.assertEqual(chosen["kind"], "btu-web", chosen)
+        self.assertIn("BTU <= 15.1.0", chosen["reason"])
 
         good, refused = job_id("TS-000001", due), job_id("TS-000002", due)
         yield wait_for(lambda: good in Queue("default", connection=self.redis).job_ids, 15, f"job {good}")

@@ -120,6 +120,19 @@ class Daemon:
         yield wait_for(check, timeout, "the daemon's first full refresh")
         return found["status"]
 
+    @defer.inlineCallbacks
+    def job_builder_chosen(self, timeout: float = 10.0):
+        """Wait until `auto` has read the schema and chosen; fires with status' job_builder."""
+        found = {}
+
+        @defer.inlineCallbacks
+        def check():
+            found["status"] = yield self.status()
+            return (found["status"]["job_builder"] or {}).get("kind") != "auto"
+
+        yield wait_for(check, timeout, "the job builder's choice")
+        return found["status"]["job_builder"]
+
 
 def start_daemon(testcase, database: str | None = None, **keys) -> Daemon:
     """Start makeService(options) for a fresh config in the running reactor; stopped at cleanup."""

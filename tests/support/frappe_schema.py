@@ -162,3 +162,41 @@ def get_schedule(conn, name: str) -> dict | None:
         if row is None:
             return None
         return dict(zip((d[0] for d in cur.description), row))
+
+
+# -- BTU Task Log (the In-Progress guard) and the BTU 15.1.1+ schedule column ------------------
+
+TASK_LOG_TABLE = "`tabBTU Task Log`"
+
+
+def create_task_log_table(conn) -> None:
+    """Create `tabBTU Task Log` (the columns the daemon reads: `task`, `success_fail`), idempotent."""
+    with conn.cursor() as cur:
+        cur.execute(f"""CREATE TABLE IF NOT EXISTS {TASK_LOG_TABLE} ({_STANDARD_COLUMNS}
+  `task` varchar(140) DEFAULT NULL,
+  `task_desc_short` varchar(140) DEFAULT NULL,
+  `schedule` varchar(140) DEFAULT NULL,
+  `success_fail` varchar(140) DEFAULT NULL,
+  `stdout` longtext DEFAULT NULL,
+  PRIMARY KEY (`name`),
+  KEY `modified` (`modified`)
+) {_TABLE_OPTIONS}""")
+
+
+def insert_task_log(conn, name: str, task: str, success_fail: str = "In-Progress",
+                    schedule: str | None = None) -> None:
+    """Insert a `tabBTU Task Log` row (`success_fail`: In-Progress, Success, Failed or Timeout)."""
+    now = _now()
+    with conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {TASK_LOG_TABLE} (`name`, `creation`, `modified`, `modified_by`, `owner`,"
+            " `task`, `schedule`, `success_fail`)"
+            " VALUES (%s, %s, %s, 'Administrator', 'Administrator', %s, %s, %s)",
+            (name, now, now, task, schedule, success_fail),
+        )
+
+
+def add_cron_timezone_column(conn) -> None:
+    """Make the schedule table BTU 15.1.1+'s: add its per-schedule `cron_timezone` column."""
+    with conn.cursor() as cur:
+        cur.execute(f"ALTER TABLE {SCHEDULE_TABLE} ADD COLUMN IF NOT EXISTS `cron_timezone` varchar(140) DEFAULT NULL")
