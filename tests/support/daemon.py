@@ -108,30 +108,28 @@ class Daemon:
         return json.loads(reply)
 
     @defer.inlineCallbacks
-    def refreshed(self, timeout: float = 10.0):
-        """Wait until the start-up full refresh has completed; fires with the status report."""
+    def status_when(self, predicate, what: str, timeout: float = 10.0):
+        """Poll `status` until `predicate(report)` holds; fires with that report."""
         found = {}
 
         @defer.inlineCallbacks
         def check():
             found["status"] = yield self.status()
-            return found["status"]["last_refresh"] is not None
+            return predicate(found["status"])
 
-        yield wait_for(check, timeout, "the daemon's first full refresh")
+        yield wait_for(check, timeout, what)
         return found["status"]
 
-    @defer.inlineCallbacks
-    def job_builder_chosen(self, timeout: float = 10.0):
+    def refreshed(self, timeout: float = 10.0) -> defer.Deferred:
+        """Wait until the start-up full refresh has completed; fires with the status report."""
+        return self.status_when(lambda report: report["last_refresh"] is not None,
+                                "the daemon's first full refresh", timeout)
+
+    def job_builder_chosen(self, timeout: float = 10.0) -> defer.Deferred:
         """Wait until `auto` has read the schema and chosen; fires with status' job_builder."""
-        found = {}
-
-        @defer.inlineCallbacks
-        def check():
-            found["status"] = yield self.status()
-            return (found["status"]["job_builder"] or {}).get("kind") != "auto"
-
-        yield wait_for(check, timeout, "the job builder's choice")
-        return found["status"]["job_builder"]
+        d = self.status_when(lambda report: (report["job_builder"] or {}).get("kind") != "auto",
+                             "the job builder's choice", timeout)
+        return d.addCallback(lambda report: report["job_builder"])
 
 
 def start_daemon(testcase, database: str | None = None, **keys) -> Daemon:
