@@ -221,8 +221,9 @@ class Dispatcher(service.Service):
                 self._rows.pop(schedule_id, None)
         return rows
 
-    def _fire(self, schedule_id: str, when: int, row, now: float) -> Fire | None:
-        """Decide what to do with one due member; None leaves it for a later cycle."""
+    def _fire(self, schedule_id: str, when: int, row, now: float) -> Fire | _ToBuild | None:
+        """Decide what to do with one due member: a Fire without a job (drop or advance it), a fire
+        whose job is to be built, or None to leave it for a later cycle."""
         if row is _MISSING:
             self.log.warn("no row known for {schedule_id} due at {due}; it waits until the database "
                           "answers", schedule_id=schedule_id, due=iso_utc(when))
