@@ -263,3 +263,60 @@ class Btu1511StructuredRowsTests(StructuredRowsTestCase):
         when = next_unix("30 9 * * *", "UTC")
         self.assertEqual(schedule_members(self.redis), {f"TS-D|{when}": when})
         self.assertEqual(datetime.fromtimestamp(when, ZoneInfo("UTC")).strftime("%H:%M"), "09:30")
+
+
+class ScheduleFileZoneTests(unittest.SynchronousTestCase):
+    """The schedule file takes the same fields: cron_timezone per schedule, run_frequency and its fields."""
+
+    TEXT = """time_zone = "Europe/London"
+[tasks.T]
+function_string = "tests.support.jobfuncs.noop"
+[schedules.TS-OWN]
+task = "T"
+cron_string = "0 9 * * *"
+cron_timezone = "Asia/Kolkata"
+[schedules.TS-FILE]
+task = "T"
+run_frequency = "Weekly"
+day_of_week = "Monday"
+hour = 9
+minute = 30
+[schedules.TS-BAD]
+task = "T"
+run_frequency = "Monthly"
+hour = "9"
+minute = 0
+"""
+
+    def load(self, text, *fallback):
+        from pathlib import Path
+
+        from btu_twisted.file_source import load_schedule_file
+
+        path = Path(self.mktemp())
+        path.write_text(text, encoding="utf-8")
+        return load_schedule_file(path, *fallback)
+
+    def test_zones_and_sources(self):
+        """cron_timezone wins over the file's time_zone, which wins over the config's."""
+        rows = self.load(self.TEXT, "America/New_York", zones.CONFIG_ZONE)
+        self.assertEqual((rows["TS-OWN"].time_zone, rows["TS-OWN"].zone_source), ("Asia/Kolkata", "schedule cron_timezone"))
+        self.assertEqual((rows["TS-FILE"].time_zone, rows["TS-FILE"].zone_source), ("Europe/London", "schedule file time_zone"))
+        rows = self.load(self.TEXT.replace('time_zone = "Europe/London"\n', ""), "America/New_York", zones.CONFIG_ZONE)
+        self.assertEqual((rows["TS-FILE"].time_zone, rows["TS-FILE"].zone_source), ("America/New_York", "time_zone_string"))
+
+    def test_structured_fields(self):
+        """A Weekly entry fires at its wall time; a Monthly one without day_of_month is unplannable, named."""
+        rows = self.load(self.TEXT)
+        when = datetime.fromtimestamp(rows["TS-FILE"].next_fire(datetime(2027, 7, 1, tzinfo=timezone.utc).timestamp()),
+                                      ZoneInfo("Europe/London"))
+        self.assertEqual((when.strftime("%A"), when.hour, when.minute), ("Monday", 9, 30))
+        error = self.assertRaises(ScheduleError, rows["TS-BAD"].check)
+        self.assertTrue(str(error).startswith("day_of_month:"), str(error))
+
+    def test_unknown_file_zone_only_its_schedules(self):
+        """An unknown file time_zone: the schedules using it are unplannable, the one with its own zone is not."""
+        rows = self.load(self.TEXT.replace("Europe/London", "Europe/Lemuria"))
+        rows["TS-OWN"].check()
+        error = self.assertRaises(ScheduleError, rows["TS-FILE"].check)
+        self.assertEqual(str(error), "unknown time zone 'Europe/Lemuria' (from schedule file time_zone)")
