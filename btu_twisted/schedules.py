@@ -60,7 +60,13 @@ class Schedule:
     def next_fire(self, after: float) -> int:
         """Unix second of the first fire strictly after unix time `after`, in the schedule's zone."""
         start = datetime.fromtimestamp(after, timezone.utc)
-        return int(cron.next_fire(self.cron(), self.time_zone, start).timestamp())
+        try:
+            return int(cron.next_fire(self.cron(), self.time_zone, start).timestamp())
+        except cron.CronError:
+            problem = zone_problem(self.time_zone, self.zone_source)  # only on failure: no cost per fire
+            if problem:
+                raise ScheduleError(problem) from None
+            raise
 
     def check(self) -> None:
         """Raise ScheduleError when a column a job needs is missing or unusable."""

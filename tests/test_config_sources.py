@@ -165,8 +165,8 @@ class PyAliasTests(unittest.SynchronousTestCase):
     def test_alias_of_missing_key_does_not_crash(self):
         """An alias whose key this version lacks is ignored with a warning, never an error."""
         keys = set(parse(MINIMAL)[0].redacted())
-        for name in ("DISABLE_REDIS_RPC", "DISABLE_UNIX_SOCKET", "TCP_SOCKET_PORT"):
-            config, warnings = parsed(**{name: "1"})
+        for name, text in (("DISABLE_REDIS_RPC", "0"), ("DISABLE_UNIX_SOCKET", "0"), ("TCP_SOCKET_PORT", "8765")):
+            config, warnings = parsed(**{name: text})
             if name.lower() in keys:  # the key has landed: the alias sets it
                 self.assertEqual(config.origins[name.lower()], f"alias {name} (environment)")
             else:

@@ -320,3 +320,13 @@ minute = 0
         rows["TS-OWN"].check()
         error = self.assertRaises(ScheduleError, rows["TS-FILE"].check)
         self.assertEqual(str(error), "unknown time zone 'Europe/Lemuria' (from schedule file time_zone)")
+
+
+class DispatchZoneTests(unittest.SynchronousTestCase):
+    """A zone that became unknown after planning: the dispatcher's reason names it and its source."""
+
+    def test_next_fire_names_zone_and_source(self):
+        """next_fire on a row with an unknown zone raises ScheduleError naming zone and source."""
+        row = schedule(zone="Mars/Olympus_Mons", zone_source=zones.BTU_CONFIGURATION_ZONE)
+        error = self.assertRaises(ScheduleError, row.next_fire, 0)
+        self.assertEqual(str(error), "unknown time zone 'Mars/Olympus_Mons' (from BTU Configuration cron_time_zone)")
