@@ -234,7 +234,7 @@ def parse(text: str, base_dir: Path | None = None,
     for key, (value, origin, name) in layers.settings.items():
         if key in values and origin.endswith("(file)"):
             continue  # a key of our own in the file wins over btu_scheduler_py's name for it
-        values[key] = _named(name, lambda: _coerce(key, _typed(key, name, value)))
+        values[key] = _named(name, lambda: _coerce(key, _typed(key, value)))
         origins[key] = origin
     warnings.extend(layers.warnings)
     if values.get("schedule_file") and base_dir is not None:
@@ -255,7 +255,7 @@ def _named(name: str, check):
         raise ConfigError(f"{name}: {e}") from None
 
 
-def _typed(key: str, name: str, value: Any) -> Any:
+def _typed(key: str, value: Any) -> Any:
     """An environment variable's text as the key's type (file values are typed by TOML already)."""
     if not isinstance(value, str) or key == "socket_mode":  # socket_mode parses its octal text
         return value
@@ -267,16 +267,16 @@ def _typed(key: str, name: str, value: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false (or 1/0, yes/no, on/off), got {_show(key, text)}")
         return environment.BOOLEAN_WORDS[text.lower()]
     if kind.startswith("tuple"):
-        parse, expected = (lambda t: [int(item) for item in t.split(",") if item.strip()],
-                           "a comma-separated list of integers")
+        convert, expected = (lambda t: [int(item) for item in t.split(",") if item.strip()],
+                             "a comma-separated list of integers")
     elif isinstance(default, float) or kind.startswith("float"):
-        parse, expected = float, "a number"
+        convert, expected = float, "a number"
     elif isinstance(default, int) or kind.startswith("int"):
-        parse, expected = int, "an integer"
+        convert, expected = int, "an integer"
     else:
         return value
     try:
-        return parse(text)
+        return convert(text)
     except ValueError:
         raise ConfigError(f"{key}: expected {expected}, got {_show(key, text)}") from None
 
