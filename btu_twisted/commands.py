@@ -8,6 +8,7 @@ app shows to its users; the other requests are btu_twisted additions that answer
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 from twisted.internet import defer
@@ -52,8 +53,9 @@ def _iso(when: float) -> str:
 class Commands:
     """Handlers bound to the running daemon's parts."""
 
-    def __init__(self, clock, queue, store, refresher, stats, config, control=None):
+    def __init__(self, clock, queue, store, refresher, stats, config, control=None, rows=None):
         self._clock = clock
+        self._rows = rows if rows is not None else {}  # the planner's RowCache: each schedule's zone
         self._queue = queue
         self._store = store
         self._refresher = refresher
@@ -112,6 +114,7 @@ class Commands:
             "socket_connections": self.control.open_connections if self.control else None,
             "planned_schedules": None,
             "next_due": None,
+            "zones": _zone_counts(self._rows),
         }
         try:
             report["planned_schedules"] = yield self._store.count()
@@ -120,7 +123,7 @@ class Commands:
             report["redis"] = {"up": False, "since": self._stats.redis.since, "error": str(e)}
         else:
             if earliest is not None:
-                report["next_due"] = _fire_entry(*earliest)
+                report["next_due"] = _fire_entry(*earliest, self._rows)
         return json.dumps(report, sort_keys=True)
 
     @defer.inlineCallbacks
@@ -131,7 +134,7 @@ class Commands:
             found = yield self._store.upcoming(count)
         except Exception as e:
             raise RequestError(f"Redis unavailable ({e})") from None
-        return json.dumps([_fire_entry(member, score) for member, score in found])
+        return json.dumps([_fire_entry(member, score, self._rows) for member, score in found])
 
     def reload(self, _content) -> str:
         """Start a full refresh now."""
@@ -155,6 +158,18 @@ class Commands:
                             "note": f.note} for f in fires])
 
 
-def _fire_entry(member: str, score: float) -> dict:
+def _fire_entry(member: str, score: float, rows) -> dict:
     parsed = split_member(member)
-    return {"schedule_id": parsed[0] if parsed else member, "at": _iso(score), "unix": int(score)}
+    schedule_id = parsed[0] if parsed else member
+    entry = {"schedule_id": schedule_id, "at": _iso(score), "unix": int(score)}
+    row = rows.get(schedule_id)
+    if row is not None:  # a member planned by another daemon may not be in this one's cache
+        entry.update(time_zone=row.time_zone, zone_source=row.zone_source)
+    return entry
+
+
+def _zone_counts(rows) -> list[dict]:
+    """How many known schedules use each (zone, source): the zones this daemon plans in."""
+    counts = Counter((row.time_zone, row.zone_source) for row in rows.values())
+    return [{"time_zone": zone, "zone_source": source, "schedules": count}
+            for (zone, source), count in sorted(counts.items())]

@@ -13,8 +13,10 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote
+
+from btu_twisted import environment
 
 DEFAULT_CONFIG_PATH = "/etc/btu_scheduler/btu_scheduler.toml"
 CONFIG_ENV_VAR = "BTU_SCHEDULER_CONFIG"
@@ -74,6 +76,10 @@ class Config:
     socket_max_connections: int = 4096
     socket_allowed_uids: tuple[int, ...] = ()
     socket_allowed_gids: tuple[int, ...] = ()
+    # --- where each setting came from (issue 8 item 7) ------------------------------------------
+    # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
+    # keys absent from it have their default. Shown by the start-up log, never with values.
+    origins: dict = field(default_factory=dict, compare=False, repr=False, metadata={"setting": False})
 
     @property
     def effective_redis_url(self) -> str:
@@ -93,13 +99,14 @@ class Config:
     def redacted(self) -> dict[str, Any]:
         """All settings as a dict, secrets replaced by '***' (for status output and logs)."""
         out = dataclasses.asdict(self)
+        out.pop("origins")
         for key in SECRET_KEYS:
             if out.get(key) is not None:
                 out[key] = "***"
         return out
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.metadata.get("setting", True)}
 _EMAIL_PREFIX = "email_"
 
 
@@ -207,31 +214,97 @@ def _check_zone(name: str) -> None:
         raise ConfigError(f"time_zone_string: {name!r} is not a known IANA time zone") from None
 
 
-def parse(text: str, base_dir: Path | None = None) -> tuple[Config, list[str]]:
-    """Parse TOML text into a Config; returns it with warnings (unknown keys, ignored email keys)."""
+def parse(text: str, base_dir: Path | None = None,
+          environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Parse TOML text into a Config; returns it with warnings (unknown keys, ignored email keys).
+
+    With `environ`, its BTU_SCHEDULER_<KEY> variables and btu_scheduler_py's names win over the
+    file (environment.py says which wins where).
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     warnings: list[str] = []
+    file_aliases: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _FIELDS:
-            values[key] = _coerce(key, value)
+            values[key] = _coerce(key, environment.py_value(key, value))
+            origins[key] = "file"
         elif key.startswith(_EMAIL_PREFIX):
             continue  # Rust-compatible email keys: accepted, email is not implemented.
+        elif key in environment.PY_KEYS:
+            file_aliases[key] = value
         else:
             warnings.append(f"unknown configuration key {key!r} ignored")
+    try:
+        layers = environment.layers(file_aliases, environ or {}, set(_FIELDS))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for key, (value, origin, name) in layers.settings.items():
+        if key in values and origin.endswith("(file)"):
+            continue  # a key of our own in the file wins over btu_scheduler_py's name for it
+        values[key] = _named(name, lambda: _coerce(key, _typed(key, value)))
+        origins[key] = origin
+    warnings.extend(layers.warnings)
     if values.get("schedule_file") and base_dir is not None:
         values["schedule_file"] = str((base_dir / values["schedule_file"]).resolve())
-    config = Config(**values)
-    _validate(config)
+    config = Config(**values, origins=origins)
+    try:
+        _validate(config)
+    except ConfigError as e:
+        raise ConfigError(_with_origin(str(e), origins)) from None
     return config, warnings
+
+
+def _named(name: str, check):
+    """Run `check`, naming the environment variable or alias in its error."""
+    try:
+        return check()
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
+def _typed(key: str, value: Any) -> Any:
+    """An environment variable's text as the key's type (file values are typed by TOML already)."""
+    if not isinstance(value, str) or key == "socket_mode":  # socket_mode parses its octal text
+        return value
+    kind = str(_FIELDS[key].type)
+    default = _FIELDS[key].default
+    text = value.strip()
+    if isinstance(default, bool) or kind.startswith("bool"):
+        if text.lower() not in environment.BOOLEAN_WORDS:
+            raise ConfigError(f"{key}: expected true or false (or 1/0, yes/no, on/off), got {_show(key, text)}")
+        return environment.BOOLEAN_WORDS[text.lower()]
+    if kind.startswith("tuple"):
+        convert, expected = (lambda t: [int(item) for item in t.split(",") if item.strip()],
+                             "a comma-separated list of integers")
+    elif isinstance(default, float) or kind.startswith("float"):
+        convert, expected = float, "a number"
+    elif isinstance(default, int) or kind.startswith("int"):
+        convert, expected = int, "an integer"
+    else:
+        return value
+    try:
+        return convert(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {expected}, got {_show(key, text)}") from None
+
+
+def _with_origin(message: str, origins: dict[str, str]) -> str:
+    """A validation error about a key set outside the file says where it was set."""
+    key = message.split(":", 1)[0]
+    origin = origins.get(key)
+    return f"{message} (set by {origin})" if origin and origin != "file" else message
 
 
 def replace(config: Config, **changes: Any) -> Config:
     """A copy of `config` with command-line overrides applied and checked like file values."""
-    config = dataclasses.replace(config, **{key: _coerce(key, value) for key, value in changes.items()})
+    origins = {**config.origins, **{key: "command line" for key in changes}}
+    config = dataclasses.replace(config, **{key: _coerce(key, value) for key, value in changes.items()},
+                                 origins=origins)
     _validate(config)
     return config
 
@@ -241,8 +314,12 @@ def config_path(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
-def load(path: Path) -> tuple[Config, list[str]]:
-    """Read and parse the file at `path`; a missing or unreadable file is a ConfigError naming it."""
+def load(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Read and parse the file at `path` with `environ` (default: the process environment) over it.
+
+    A missing or unreadable file is a ConfigError naming it.
+    """
+    environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -250,7 +327,7 @@ def load(path: Path) -> tuple[Config, list[str]]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"configuration file {path} cannot be read: {e}") from None
     try:
-        config, warnings = parse(text, base_dir=path.parent)
+        config, warnings = parse(text, base_dir=path.parent, environ=environ)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     if _readable_by_others(path) and _has_secrets(config):

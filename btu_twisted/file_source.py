@@ -10,6 +10,13 @@ The file is re-read whenever it changes; its tables use the Frappe column names:
     [schedules.TS-000001]
     task = "BTU-00001"
     cron_string = "*/10 * * * * * *"
+    [schedules.TS-000002]                  # BTU's structured fields, as in its Frappe form
+    task = "BTU-00001"
+    run_frequency = "Weekly"
+    day_of_week = "Monday"
+    hour = 9
+    minute = 30
+    cron_timezone = "America/New_York"     # per schedule, over the file's time_zone
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from pathlib import Path
 
 from twisted.internet import defer, threads
 
+from btu_twisted import zones
+from btu_twisted.frequencies import STRUCTURED_FIELD_NAMES, StructuredFields, is_structured
 from btu_twisted.schedules import DEFAULT_TASK_DURATION_SECS, Schedule
 from btu_twisted.schema import FILE_SCHEMA
 
@@ -33,9 +42,9 @@ class FileSource:
 
     description = "schedule file"
 
-    def __init__(self, path: str, fallback_zone: str = "UTC"):
+    def __init__(self, path: str, fallback_zone: str = "UTC", fallback_source: str = zones.DEFAULT_ZONE):
         self.path = Path(path)
-        self._fallback_zone = fallback_zone
+        self._fallback_zone = (fallback_zone, fallback_source)
         self._cache: tuple[tuple[int, int, int], dict[str, Schedule]] | None = None
 
     def enabled_ids(self) -> defer.Deferred:
@@ -66,7 +75,7 @@ class FileSource:
         # a read between an editor's truncate and write; size and inode catch those and renames.
         version = (st.st_mtime_ns, st.st_size, st.st_ino)
         if self._cache is None or self._cache[0] != version:
-            self._cache = (version, load_schedule_file(self.path, self._fallback_zone))
+            self._cache = (version, load_schedule_file(self.path, *self._fallback_zone))
         return self._cache[1]
 
 
@@ -74,7 +83,8 @@ def _pick(schedules: dict[str, Schedule], ids: list[str]) -> dict[str, Schedule]
     return {i: schedules[i] for i in ids if i in schedules}
 
 
-def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Schedule]:
+def load_schedule_file(path: Path, fallback_zone: str = "UTC",
+                       fallback_source: str = zones.DEFAULT_ZONE) -> dict[str, Schedule]:
     """Parse the whole file into {schedule_id: Schedule}; errors name the file and the entry."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -87,7 +97,8 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Sche
             raise ScheduleFileError(f"schedule file {path}: {where} must be {what}, got {value!r}")
         return value
 
-    zone = need("time_zone", raw.get("time_zone") or fallback_zone, str, "a time zone name")
+    file_zone = zones.first_zone((need("time_zone", raw.get("time_zone", ""), str, "a time zone name"),
+                                  zones.FILE_ZONE), (fallback_zone, fallback_source))
     tasks = need("tasks", raw.get("tasks", {}), dict, "a table")
     schedules = {}
     for schedule_id, entry in need("schedules", raw.get("schedules", {}), dict, "a table").items():
@@ -95,6 +106,11 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Sche
             raise ScheduleFileError(f"schedule file {path}: schedules.{schedule_id} is not a table")
         task_id = need(f"schedules.{schedule_id}.task", entry.get("task", ""), str, "a task name")
         task = need(f"tasks.{task_id}", tasks.get(task_id, {}), dict, "a table")
+        zone, zone_source = zones.first_zone(
+            (need(f"schedules.{schedule_id}.cron_timezone", entry.get("cron_timezone", ""), str,
+                  "a time zone name"), zones.SCHEDULE_ZONE), file_zone)
+        run_frequency = need(f"schedules.{schedule_id}.run_frequency", entry.get("run_frequency", ""),
+                             str, "a run frequency name") or None
         schedules[schedule_id] = Schedule(
             schedule_id=schedule_id,
             task_id=task_id,
@@ -110,6 +126,11 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Sche
             enabled=need(f"schedules.{schedule_id}.enabled", entry.get("enabled", True), bool,
                          "true or false"),
             time_zone=zone,
+            zone_source=zone_source,
+            run_frequency=run_frequency,
+            # checked when planned, as SQL rows are: a bad field makes only this schedule unplannable
+            structured=(StructuredFields(**{name: entry.get(name) for name in STRUCTURED_FIELD_NAMES})
+                        if is_structured(run_frequency) else None),
         )
     return schedules
 

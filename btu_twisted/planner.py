@@ -31,13 +31,15 @@ class Outcome:
     next_fire: int | None = None
     time_zone: str = "UTC"
     reason: str | None = None
+    zone_source: str = "time_zone_string"
 
     def describe(self) -> str:
+        """The sentence the socket reply adds: the next run in local time (zone and its source) and UTC."""
         if self.next_fire is None:
             return f"Not scheduled: {self.reason}."
         local = datetime.fromtimestamp(self.next_fire, ZoneInfo(self.time_zone))
         utc = datetime.fromtimestamp(self.next_fire, timezone.utc)
-        return (f"Next run at {local:%Y-%m-%d %H:%M:%S %Z} ({self.time_zone}), "
+        return (f"Next run at {local:%Y-%m-%d %H:%M:%S %Z} ({self.time_zone}, from {self.zone_source}), "
                 f"{utc:%Y-%m-%dT%H:%M:%SZ}.")
 
 
@@ -150,16 +152,18 @@ class Planner(service.Service):
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, reason="no such BTU Task Schedule")
         self._rows[schedule_id] = row
+        zone = dict(time_zone=row.time_zone, zone_source=row.zone_source)
         if not row.enabled:
             self._stats.problem(schedule_id, None)
-            return Outcome(schedule_id, time_zone=row.time_zone, reason="the schedule is disabled")
+            return Outcome(schedule_id, reason="the schedule is disabled", **zone)
         try:
             row.check()
             when = row.next_fire(now)
         except (CronError, ScheduleError) as e:
             self._stats.problem(schedule_id, str(e))
             self.log.warn("cannot plan {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
-            return Outcome(schedule_id, time_zone=row.time_zone, reason=str(e))
+            return Outcome(schedule_id, reason=str(e), **zone)
         self._stats.problem(schedule_id, None)
-        self.log.debug("planned {schedule_id} at {when}", schedule_id=schedule_id, when=when)
-        return Outcome(schedule_id, next_fire=when, time_zone=row.time_zone)
+        self.log.debug("planned {schedule_id} at {when} ({time_zone}, from {zone_source})",
+                       schedule_id=schedule_id, when=when, **zone)
+        return Outcome(schedule_id, next_fire=when, **zone)

@@ -10,7 +10,8 @@ import ast
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from btu_twisted import cron
+from btu_twisted import cron, frequencies
+from btu_twisted.zones import zone_problem
 
 MAX_ARGUMENTS_CHARS = 65536  # literal_eval on web-user text: bound its size before parsing
 MAX_ARGUMENTS_DEPTH = 32     # and its nesting, so the parser cannot recurse without limit
@@ -38,6 +39,17 @@ class Schedule:
     time_zone: str = "UTC"
     zone_source: str = "time_zone_string"  # where time_zone came from (DESIGN §4 fallback chain)
     task_queue_name: str | None = None     # the task's own queue (BTU's enqueue prefers it)
+    run_frequency: str | None = None       # BTU's `Cron Style`, Hourly, Daily, ... (None: Cron Style)
+    structured: frequencies.StructuredFields | None = None  # the fields a non-Cron-Style row uses
+
+    def cron(self) -> str:
+        """The cron evaluated in `time_zone`: derived from the structured fields unless Cron Style."""
+        if not frequencies.is_structured(self.run_frequency):
+            return self.cron_string
+        try:
+            return frequencies.local_cron(self.run_frequency, self.structured or frequencies.StructuredFields())
+        except frequencies.FrequencyError as e:
+            raise ScheduleError(str(e)) from None
 
     def kwargs(self) -> dict:
         """Task `arguments` overridden key by key by the schedule's `argument_overrides`."""
@@ -48,7 +60,13 @@ class Schedule:
     def next_fire(self, after: float) -> int:
         """Unix second of the first fire strictly after unix time `after`, in the schedule's zone."""
         start = datetime.fromtimestamp(after, timezone.utc)
-        return int(cron.next_fire(self.cron_string, self.time_zone, start).timestamp())
+        try:
+            return int(cron.next_fire(self.cron(), self.time_zone, start).timestamp())
+        except cron.CronError:
+            problem = zone_problem(self.time_zone, self.zone_source)  # only on failure: no cost per fire
+            if problem:
+                raise ScheduleError(problem) from None
+            raise
 
     def check(self) -> None:
         """Raise ScheduleError when a column a job needs is missing or unusable."""
@@ -56,9 +74,13 @@ class Schedule:
             raise ScheduleError("task is empty")
         if not self.function_string:
             raise ScheduleError(f"task {self.task_id!r} does not exist or has no function_string")
-        for column in ("cron_string", "queue_name"):
-            if not getattr(self, column):
-                raise ScheduleError(f"{column} is empty")
+        if not self.cron():
+            raise ScheduleError("cron_string is empty")
+        if not self.queue_name:
+            raise ScheduleError("queue_name is empty")
+        problem = zone_problem(self.time_zone, self.zone_source)
+        if problem:
+            raise ScheduleError(problem)
         if self.max_task_duration <= 0:
             raise ScheduleError(f"max_task_duration must be positive, got {self.max_task_duration}")
         self.kwargs()

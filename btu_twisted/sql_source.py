@@ -13,8 +13,10 @@ import pymysql
 from twisted.enterprise import adbapi
 from twisted.internet import defer
 
+from btu_twisted import zones
+from btu_twisted.frequencies import StructuredFields, is_structured
 from btu_twisted.schedules import Schedule
-from btu_twisted.schema import Schema, detect_schema
+from btu_twisted.schema import STRUCTURED_COLUMNS, Schema, detect_schema
 
 SCHEDULE_TABLE = "`tabBTU Task Schedule`"
 TASK_TABLE = "`tabBTU Task`"
@@ -22,14 +24,28 @@ CONNECT_TIMEOUT_SECS = 5
 READ_TIMEOUT_SECS = 30  # a paused or wedged server must not hold a pool thread forever
 
 ENABLED_IDS_SQL = f"SELECT name FROM {SCHEDULE_TABLE} WHERE enabled = 1 ORDER BY name"
-ZONE_SQL = ("SELECT value FROM `tabSingles` WHERE doctype = 'BTU Configuration' "
-            "AND field = 'cron_time_zone' LIMIT 1")
+# Both zone singles of the fallback chain (DESIGN §4) in one query per batch.
+ZONE_SINGLES = (("BTU Configuration", "cron_time_zone"), ("System Settings", "time_zone"))
+ZONE_SQL = ("SELECT doctype, field, value FROM `tabSingles` WHERE (doctype, field) IN "
+            f"({', '.join(['(%s, %s)'] * len(ZONE_SINGLES))})")
+ZONE_SOURCES = {ZONE_SINGLES[0]: zones.BTU_CONFIGURATION_ZONE, ZONE_SINGLES[1]: zones.SYSTEM_SETTINGS_ZONE}
+# Columns a BTU generation may lack are selected as NULL, so every row has the same shape.
+OPTIONAL_COLUMNS = ("cron_timezone", *STRUCTURED_COLUMNS)
 ROWS_SQL = (
     "SELECT s.name, s.task, s.enabled, s.queue_name, s.argument_overrides, s.cron_string, "
+    "s.run_frequency, {optional}, "
     "t.function_string, t.arguments, t.max_task_duration, t.desc_short, t.queue_name "
     f"FROM {SCHEDULE_TABLE} s LEFT JOIN {TASK_TABLE} t ON t.name = s.task "
     "WHERE s.name IN ({placeholders})"
 )
+
+
+def rows_sql(schema: Schema, count: int) -> str:
+    """ROWS_SQL for `count` IDs, reading the optional columns `schema` has (names from a fixed list)."""
+    present = {"cron_timezone"} if schema.cron_timezone else set()
+    present |= schema.structured_columns
+    optional = ", ".join(f"s.`{c}`" if c in present else "NULL" for c in OPTIONAL_COLUMNS)
+    return ROWS_SQL.format(optional=optional, placeholders=", ".join(["%s"] * count))
 
 
 def connect_kwargs(config) -> dict:
@@ -51,26 +67,39 @@ def check_connection(config) -> None:
 
 
 class SQLSource:
-    """Schedules from MariaDB through an adbapi pool of pymysql connections."""
+    """Schedules from MariaDB through an adbapi pool of pymysql connections.
+
+    The Schema (which optional columns to read) is cached and detected again at every full
+    refresh (`enabled_ids`), so a column added by a BTU upgrade is read from the next one on.
+    """
 
     description = "MariaDB"
 
     def __init__(self, config, pool: adbapi.ConnectionPool | None = None):
-        self._fallback_zone = config.time_zone_string
+        self._fallback_zone = zones.configured_zone(config)
+        self._schema: Schema | None = None
         self._pool = pool or adbapi.ConnectionPool("pymysql", cp_min=1, cp_max=3, cp_reconnect=True,
                                                    cp_noisy=False, **connect_kwargs(config))
 
     def enabled_ids(self) -> defer.Deferred:
-        """Fire with the IDs of every enabled schedule (one query)."""
-        return self._pool.runInteraction(_enabled_ids)
+        """Fire with the IDs of every enabled schedule (one query), detecting the Schema again."""
+        d = self._pool.runInteraction(_enabled_ids)
+        d.addCallback(lambda found: self.schema().addCallback(lambda _schema: found))
+        return d
 
     def read(self, ids: list[str]) -> defer.Deferred:
         """Fire with {id: Schedule} for those of `ids` that exist (enabled or not)."""
-        return self._pool.runInteraction(_read_rows, list(ids), self._fallback_zone)
+        d = defer.succeed(self._schema) if self._schema is not None else self.schema()
+        return d.addCallback(lambda schema: self._pool.runInteraction(
+            _read_rows, list(ids), schema, self._fallback_zone))
 
     def schema(self) -> defer.Deferred:
         """Fire with the Schema of the site database (which BTU generation's columns it has)."""
-        return self._pool.runInteraction(detect_schema)
+        return self._pool.runInteraction(detect_schema).addCallback(self._remember)
+
+    def _remember(self, schema: Schema) -> Schema:
+        self._schema = schema
+        return schema
 
     def close(self) -> None:
         self._pool.close()
@@ -86,20 +115,22 @@ def _enabled_ids(cursor) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _read_rows(cursor, ids: list[str], fallback_zone: str) -> dict[str, Schedule]:
+def _read_rows(cursor, ids: list[str], schema: Schema, fallback_zone: tuple[str, str]) -> dict[str, Schedule]:
     if not ids:
         return {}
-    cursor.execute(ZONE_SQL)
-    found = cursor.fetchone()
-    zone = (found[0] or "").strip() if found else ""
-    zone = zone or fallback_zone or "UTC"
-    cursor.execute(ROWS_SQL.format(placeholders=", ".join(["%s"] * len(ids))), ids)
-    return {row[0]: _schedule(row, zone) for row in cursor.fetchall()}
+    cursor.execute(ZONE_SQL, [value for single in ZONE_SINGLES for value in single])
+    singles = {(doctype, field): value for doctype, field, value in cursor.fetchall()}
+    site_zone = zones.first_zone(*((singles.get(single), ZONE_SOURCES[single]) for single in ZONE_SINGLES),
+                                 fallback_zone)
+    cursor.execute(rows_sql(schema, len(ids)), ids)
+    return {row[0]: _schedule(row, site_zone) for row in cursor.fetchall()}
 
 
-def _schedule(row: tuple, zone: str) -> Schedule:
-    (name, task, enabled, schedule_queue, overrides, cron, function_string, arguments,
-     duration, desc_short, task_queue) = row
+def _schedule(row: tuple, site_zone: tuple[str, str]) -> Schedule:
+    (name, task, enabled, schedule_queue, overrides, cron, run_frequency, cron_timezone,
+     minute, hour, day_of_week, day_of_month, month,
+     function_string, arguments, duration, desc_short, task_queue) = row
+    zone, zone_source = zones.first_zone((cron_timezone, zones.SCHEDULE_ZONE), site_zone)
     # The last row of every schedule stays cached (the fallback while SQL is down), and most of
     # its text repeats from row to row (same task, queue, cron string): one shared copy of each
     # value more than halves the cache (100 000 rows: 63 -> 27 MB, bench/bench_refresh.py).
@@ -116,9 +147,20 @@ def _schedule(row: tuple, zone: str) -> Schedule:
         max_task_duration=int(duration) if duration else 600,
         description=_shared(desc_short or ""),
         enabled=bool(enabled),
-        time_zone=zone,
+        time_zone=_shared(zone),
+        zone_source=zone_source,
         task_queue_name=_shared(task_queue or None),
+        run_frequency=_shared(run_frequency or None),
+        structured=_structured(run_frequency, minute, hour, day_of_week, day_of_month, month),
     )
+
+
+def _structured(run_frequency, minute, hour, day_of_week, day_of_month, month) -> StructuredFields | None:
+    """The structured fields of a non-Cron-Style row (Frappe's empty Int is 0: kept, checked later)."""
+    if not is_structured(run_frequency):
+        return None
+    return StructuredFields(minute=minute, hour=_shared(hour), day_of_week=_shared(day_of_week),
+                            day_of_month=day_of_month, month=_shared(month))
 
 
 def _shared(text: str | None) -> str | None:

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python import threadpool, usage
 
 from btu_twisted import config as configuration
-from btu_twisted import logs
+from btu_twisted import environment, logs
 from btu_twisted.commands import Commands
 from btu_twisted.control import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
@@ -27,6 +27,7 @@ from btu_twisted.sql_source import SQLSource, check_connection
 from btu_twisted.stats import Stats
 from btu_twisted.store import ScheduleStore
 from btu_twisted.workqueue import UniqueQueue
+from btu_twisted.zones import configured_zone
 
 RQ_THREADS = 4  # concurrent blocking RQ transactions; one is busy per distinct fire instant
 
@@ -85,7 +86,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
     stats = Stats(started_at=reactor.seconds())
     source = MonitoredSource(
-        FileSource(config.schedule_file, config.time_zone_string) if config.schedule_file else SQLSource(config),
+        FileSource(config.schedule_file, *configured_zone(config)) if config.schedule_file else SQLSource(config),
         stats.sql, reactor)
     store = ScheduleStore(reactor, config.effective_redis_url)
     queue = UniqueQueue()
@@ -103,7 +104,7 @@ def makeService(options, reactor=None) -> service.MultiService:
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
-    commands = Commands(reactor, queue, store, refresher, stats, config)
+    commands = Commands(reactor, queue, store, refresher, stats, config, rows=rows)
     commands.control = ControlFactory(
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
         idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
@@ -117,6 +118,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
              name=config.name, environment=config.environment_name, source=source.description,
              redis=_redact_url(config.effective_redis_url))
+    log.info("settings: {origins}", origins=environment.describe(config.origins))
     return top
 
 

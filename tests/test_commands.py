@@ -105,10 +105,12 @@ class CreateTaskScheduleTests(CommandsTestCase):
         """Planned within REPLY_WAIT_SECS: the reply adds the next run time."""
         d = self.call("create_task_schedule", "TS-000001")
         self.assertNoResult(d)
-        self.plan_queued(lambda i: Outcome(i, NEXT, "America/New_York"))
+        self.plan_queued(lambda i: Outcome(i, NEXT, "America/New_York",
+                                           zone_source="BTU Configuration cron_time_zone"))
         self.assertEqual(self.successResultOf(d),
                          "BTU Scheduler now re-processing Task Schedule TS-000001 in Python RQ. "
-                         "Next run at 2026-03-08 03:00:00 EDT (America/New_York), 2026-03-08T07:00:00Z.")
+                         "Next run at 2026-03-08 03:00:00 EDT (America/New_York, from BTU Configuration "
+                         "cron_time_zone), 2026-03-08T07:00:00Z.")
 
     def test_reply_starts_with_rust_text(self):
         """The reply begins with exactly the Rust daemon's sentence."""

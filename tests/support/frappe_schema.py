@@ -58,10 +58,28 @@ SCHEMA_SQL: list[str] = [
 SCHEDULE_TABLE = "`tabBTU Task Schedule`"
 TASK_TABLE = "`tabBTU Task`"
 
+# The structured-frequency fields of btu_task_schedule.json (v13 to v15), in Frappe's column types:
+# Int is `int(11) NOT NULL DEFAULT 0` (so 0 is "empty"), Data and Select are varchar(140).
+STRUCTURED_COLUMNS_SQL = {
+    "minute": "int(11) NOT NULL DEFAULT 0",
+    "hour": "varchar(140) DEFAULT NULL",          # Data: BTU keeps the hour as text
+    "day_of_week": "varchar(140) DEFAULT NULL",   # Select: Monday ... Sunday
+    "day_of_month": "int(11) NOT NULL DEFAULT 0",
+    "month": "varchar(140) DEFAULT NULL",         # Select: JAN ... DEC
+}
+CRON_TIMEZONE_SQL = {"cron_timezone": "varchar(140) DEFAULT NULL"}  # BTU 15.1.1+: IANA name or empty
+# The columns each generation's `tabBTU Task Schedule` has beyond SCHEMA_SQL's: "minimal" is the
+# slice the daemon always reads (the default of create_schema), the others are BTU's real tables.
+GENERATIONS = {
+    "minimal": {},
+    "15.1.0": STRUCTURED_COLUMNS_SQL,                         # v13, v14, 15.0 to 15.1.0
+    "15.1.1": {**STRUCTURED_COLUMNS_SQL, **CRON_TIMEZONE_SQL},  # 15.1.1+
+}
+
 _SCHEDULE_COLUMNS = frozenset({
     "name", "creation", "modified", "modified_by", "owner", "docstatus", "idx",
     "task", "task_description", "enabled", "queue_name", "redis_job_id", "argument_overrides",
-    "schedule_description", "cron_string", "run_frequency",
+    "schedule_description", "cron_string", "run_frequency", *GENERATIONS["15.1.1"],
 })
 
 
@@ -69,11 +87,24 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now()
 
 
-def create_schema(conn) -> None:
-    """Create the three tables (idempotent) in the connection's current database."""
+def create_schema(conn, generation: str = "minimal") -> None:
+    """Create the three tables (idempotent) in the connection's current database, shaped like
+    `generation`'s (a key of GENERATIONS)."""
     with conn.cursor() as cur:
         for stmt in SCHEMA_SQL:
             cur.execute(stmt)
+    upgrade_schema(conn, generation)
+
+
+def upgrade_schema(conn, generation: str) -> None:
+    """Add the schedule columns `generation` has and the table lacks, as a BTU migration would."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE()"
+                    " AND table_name = 'tabBTU Task Schedule'")
+        present = {row[0].lower() for row in cur.fetchall()}
+        for column, definition in GENERATIONS[generation].items():
+            if column not in present:
+                cur.execute(f"ALTER TABLE {SCHEDULE_TABLE} ADD COLUMN `{column}` {definition}")
 
 
 def insert_task(conn, name: str, function_string: str, arguments: str | None = None,
@@ -98,22 +129,27 @@ def insert_schedule(conn, name: str, task: str, cron_string: str, enabled: int =
                     queue_name: str | None = "default", argument_overrides: str | None = None,
                     task_description: str | None = None, schedule_description: str | None = None,
                     run_frequency: str | None = "Cron Style", redis_job_id: str | None = None,
-                    docstatus: int = 0) -> None:
-    """Insert a `tabBTU Task Schedule` row."""
+                    docstatus: int = 0, **generation_columns) -> None:
+    """Insert a `tabBTU Task Schedule` row; `generation_columns` are the structured fields and
+    `cron_timezone` (the table must have them: create_schema's `generation`)."""
+    unknown = set(generation_columns) - set(GENERATIONS["15.1.1"])
+    if unknown:
+        raise ValueError(f"unknown `tabBTU Task Schedule` columns: {sorted(unknown)}")
     now = _now()
+    extra = "".join(f", `{column}`" for column in generation_columns)
     with conn.cursor() as cur:
         cur.execute(
             f"INSERT INTO {SCHEDULE_TABLE} (`name`, `creation`, `modified`, `modified_by`,"
             " `owner`, `docstatus`, `task`, `task_description`, `enabled`, `queue_name`,"
             " `redis_job_id`, `argument_overrides`, `schedule_description`, `cron_string`,"
-            " `run_frequency`)"
+            f" `run_frequency`{extra})"
             " VALUES (%s, %s, %s, 'Administrator', 'Administrator', %s, %s, %s, %s, %s,"
-            " %s, %s, %s, %s, %s)",
+            f" %s, %s, %s, %s, %s{', %s' * len(generation_columns)})",
             (name, now, now, docstatus, task,
              task_description if task_description is not None else f"Task {task}",
              int(enabled), queue_name, redis_job_id, argument_overrides,
              schedule_description if schedule_description is not None else cron_string,
-             cron_string, run_frequency),
+             cron_string, run_frequency, *generation_columns.values()),
         )
 
 
@@ -141,17 +177,21 @@ def delete_schedule(conn, name: str) -> int:
 
 def set_cron_time_zone(conn, zone: str | None) -> None:
     """Set (or with None, remove) the BTU Configuration `cron_time_zone` single value."""
+    set_single(conn, "BTU Configuration", "cron_time_zone", zone)
+
+
+def set_system_time_zone(conn, zone: str | None) -> None:
+    """Set (or with None, remove) the System Settings `time_zone` single value."""
+    set_single(conn, "System Settings", "time_zone", zone)
+
+
+def set_single(conn, doctype: str, field: str, value: str | None) -> None:
+    """Set (or with None, remove) one `tabSingles` value."""
     with conn.cursor() as cur:
-        cur.execute(
-            "DELETE FROM `tabSingles` WHERE `doctype` = 'BTU Configuration'"
-            " AND `field` = 'cron_time_zone'"
-        )
-        if zone is not None:
-            cur.execute(
-                "INSERT INTO `tabSingles` (`doctype`, `field`, `value`)"
-                " VALUES ('BTU Configuration', 'cron_time_zone', %s)",
-                (zone,),
-            )
+        cur.execute("DELETE FROM `tabSingles` WHERE `doctype` = %s AND `field` = %s", (doctype, field))
+        if value is not None:
+            cur.execute("INSERT INTO `tabSingles` (`doctype`, `field`, `value`) VALUES (%s, %s, %s)",
+                        (doctype, field, value))
 
 
 def get_schedule(conn, name: str) -> dict | None:
