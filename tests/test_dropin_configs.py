@@ -9,7 +9,7 @@ import os
 
 from twisted.trial import unittest
 
-from btu_twisted.config import ConfigError, parse
+from btu_twisted.config import parse
 from tests.support import frappe_schema as fs
 from tests.support.daemon import TwistdProcess, control_request, short_dir, twistd_env
 from tests.support.servers import use_shared_servers
@@ -82,40 +82,26 @@ webserver_port = 8000
 webserver_host_header = "mysubdomain.domain.com"
 webserver_token = "token abcd1234:efgh5678"
 """
-FRAPPE_SITE_PENDING = ("frappe_site is still required by job_builder 'frappe' on this branch; "
-                       "job_builder 'auto' (issue 8 item 6, builders) removes that")
-
-
-def parse_unchanged(text: str):
-    """parse() the file as it is; skip (not fail) on the one error another change removes."""
-    try:
-        return parse(text)
-    except ConfigError as e:
-        if str(e).startswith("frappe_site: required"):
-            raise unittest.SkipTest(FRAPPE_SITE_PENDING) from None
-        raise
-
-
 class RustConfigParseTests(unittest.SynchronousTestCase):
     """Both files parse with their Rust meanings and no warning."""
 
     def test_readme_sample(self):
         """The README sample (no webserver_host_header) parses with no warning."""
-        config, warnings = parse_unchanged(RUST_README_SAMPLE)
+        config, warnings = parse(RUST_README_SAMPLE)
         self.assertEqual(warnings, [])
         self.assertEqual((config.time_zone_string, config.mysql_database, config.rq_port),
                          ("America/Los_Angeles", "my_erpnext_db_name", 11000))
 
-    def test_readme_sample_needs_nothing_else(self):
-        """Given a Frappe site (pending job_builder auto), nothing else in the README sample fails or warns."""
-        config, warnings = parse(RUST_README_SAMPLE, environ={"BTU_SCHEDULER_FRAPPE_SITE": "erp.example.com"})
+    def test_readme_sample_keeps_its_rust_meanings(self):
+        """The README sample's group, token and start-up switch keep their Rust meanings."""
+        config, warnings = parse(RUST_README_SAMPLE)
         self.assertEqual(warnings, [])
         self.assertEqual((config.socket_file_group_owner, config.webserver_token, config.startup_without_database_connections),
                          ("erpnext_group", "token abcdef123456789:abcdef123456789", False))
 
     def test_0_3_8_all_keys(self):
         """A file with every 0.3.8 key parses with no warning and the Rust meanings."""
-        config, warnings = parse_unchanged(RUST_0_3_8_ALL_KEYS)
+        config, warnings = parse(RUST_0_3_8_ALL_KEYS)
         self.assertEqual(warnings, [])
         self.assertEqual((config.environment_name, config.full_refresh_internal_secs, config.tracing_level,
                           config.startup_without_database_connections, config.mysql_port,
@@ -178,13 +164,8 @@ class RustConfigStartTests(unittest.TestCase):
         return output
 
     def test_readme_sample_starts(self):
-        """The README sample: planned in America/Los_Angeles with the file's password (and a Frappe site while job_builder auto is pending)."""
-        try:
-            parse(RUST_README_SAMPLE)
-            extra = {}
-        except ConfigError:
-            extra = {"BTU_SCHEDULER_FRAPPE_SITE": "erp.example.com"}  # FRAPPE_SITE_PENDING
-        output = self.runs_and_stops(self.start(RUST_README_SAMPLE, **extra), "America/Los_Angeles")
+        """The README sample, unchanged: planned in America/Los_Angeles with the file's password."""
+        output = self.runs_and_stops(self.start(RUST_README_SAMPLE), "America/Los_Angeles")
         self.assertIn("mysql_password from file", output)  # its tracing_level INFO shows the settings line
         self.assertIn("mysql_user from environment BTU_SCHEDULER_MYSQL_USER", output)
 
