@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from btu_twisted import __version__, cron
-from btu_twisted.control import RequestError
+from btu_twisted.channels.text_protocol import RequestError
 from btu_twisted.logs import OBSERVER
 from btu_twisted.store import split_member
 

@@ -14,7 +14,7 @@ from twisted.python import threadpool, usage
 from btu_twisted import config as configuration
 from btu_twisted import logs
 from btu_twisted.commands import Commands
-from btu_twisted.control import ControlFactory
+from btu_twisted.channels.text_protocol import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
@@ -22,7 +22,7 @@ from btu_twisted.jobs import JobBuilder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
-from btu_twisted.socketfile import ControlSocketService
+from btu_twisted.channels.unix_socket import ControlSocketService
 from btu_twisted.sql_source import SQLSource, check_connection
 from btu_twisted.stats import Stats
 from btu_twisted.store import ScheduleStore
