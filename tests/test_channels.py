@@ -34,6 +34,15 @@ def free_tcp_port() -> int:
     return port
 
 
+def taken_tcp_port(testcase) -> int:
+    """A loopback port with a listener on it for the rest of the test."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(8)
+    testcase.addCleanup(taken.close)
+    return taken.getsockname()[1]
+
+
 def tcp_request(port: int, payload, timeout: float = CLIENT_SOCKET_TIMEOUT_SECS) -> str:
     """Send one request (bytes or a dict as JSON) over TCP and read the reply to EOF."""
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
@@ -52,6 +61,7 @@ def unix_request(path: str, payload, timeout: float = CLIENT_SOCKET_TIMEOUT_SECS
 
 
 def _read_all(client) -> str:
+    client.shutdown(socket.SHUT_WR)  # an incomplete request is answered at once, not at the idle timeout
     chunks = []
     while chunk := client.recv(65536):
         chunks.append(chunk)
@@ -138,11 +148,7 @@ class TCPParityTests(DaemonChannelTestCase):
 
     def test_port_in_use_is_named(self):
         """check_tcp_port names the setting and says the port is in use."""
-        taken = socket.socket()
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        self.addCleanup(taken.close)
-        port = taken.getsockname()[1]
+        port = taken_tcp_port(self)
         error = self.assertRaises(ListenerError, check_tcp_port, port)
         self.assertIn(f"tcp_socket_port {port}", str(error))
         self.assertIn("already in use", str(error))

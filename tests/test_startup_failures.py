@@ -9,6 +9,7 @@ import subprocess
 
 from twisted.trial import unittest
 
+from tests.test_channels import taken_tcp_port
 from tests.support.daemon import TwistdProcess, short_dir, write_config
 from tests.support.servers import shared_redis
 from tests.support.workers import REPO_ROOT
@@ -96,9 +97,5 @@ class StartupFailureTests(unittest.TestCase):
 
     def test_tcp_port_in_use(self):
         """tcp_socket_port taken by another listener on 127.0.0.1."""
-        taken = socket.socket()
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(8)
-        self.addCleanup(taken.close)
-        port = taken.getsockname()[1]
+        port = taken_tcp_port(self)
         self.fails(f"tcp_socket_port {port}: 127.0.0.1:{port} is already in use", tcp_socket_port=port)

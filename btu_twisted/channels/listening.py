@@ -7,6 +7,7 @@ fails later would only be logged, leaving a daemon without its control channel.
 
 from __future__ import annotations
 
+from twisted.application import service
 from twisted.python.failure import Failure
 
 
@@ -23,3 +24,22 @@ def listen_now(endpoint, factory, what: str):
     if isinstance(outcome[0], Failure):
         raise ListenerError(f"cannot listen on {what}: {outcome[0].value}")
     return outcome[0]
+
+
+class ListeningService(service.Service):
+    """A listener that binds in privilegedStartService, as twistd calls it before any thread or
+    connection exists (so a failure can exit), or in startService when nothing called that."""
+
+    port = None
+
+    def privilegedStartService(self) -> None:
+        self._listen()
+
+    def startService(self) -> None:
+        if self.port is None:
+            self._listen()
+        service.Service.startService(self)
+
+    def _listen(self) -> None:
+        """Bind and set ``self.port``; raise ListenerError naming the problem."""
+        raise NotImplementedError

@@ -11,7 +11,7 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
-from btu_twisted.channels.listening import ListenerError, listen_now
+from btu_twisted.channels.listening import ListenerError, ListeningService, listen_now
 from btu_twisted.logs import OBSERVER
 
 LOOPBACK = "127.0.0.1"  # never another interface: the protocol has no authentication
@@ -33,7 +33,7 @@ def check_tcp_port(port: int) -> None:
         probe.close()
 
 
-class ControlTCPService(service.Service):
+class ControlTCPService(ListeningService):
     """Listen on 127.0.0.1:port with the control factory; an error raises from start-up."""
 
     def __init__(self, reactor, port: int, factory) -> None:
@@ -41,14 +41,6 @@ class ControlTCPService(service.Service):
         self.tcp_port = port
         self.factory = factory
         self.port = None
-
-    def privilegedStartService(self) -> None:
-        self._listen()
-
-    def startService(self) -> None:
-        if self.port is None:
-            self._listen()
-        service.Service.startService(self)
 
     def _listen(self) -> None:
         endpoint = endpoints.TCP4ServerEndpoint(self.reactor, self.tcp_port, interface=LOOPBACK)

@@ -17,7 +17,7 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
-from btu_twisted.channels.listening import ListenerError, listen_now
+from btu_twisted.channels.listening import ListenerError, ListeningService, listen_now
 from btu_twisted.logs import OBSERVER
 
 # Probing an existing socket happens once, at start-up, so a short blocking connect is fine.
@@ -130,7 +130,7 @@ def resolve_group(name: str | None) -> int | None:
         raise SocketPathError(f"socket_file_group_owner: group '{name}' does not exist") from None
 
 
-class ControlSocketService(service.Service):
+class ControlSocketService(ListeningService):
     """Listen on a unix socket file with an exact mode and group; remove it again on stop.
 
     Path and group problems raise SocketPathError synchronously, so twistd exits with the
@@ -148,14 +148,6 @@ class ControlSocketService(service.Service):
         self.backlog = backlog
         self.port = None
         self._identity: tuple[int, int] | None = None
-
-    def privilegedStartService(self) -> None:
-        self._listen()
-
-    def startService(self) -> None:
-        if self.port is None:
-            self._listen()
-        service.Service.startService(self)
 
     def _listen(self) -> None:
         gid = resolve_group(self.group)
