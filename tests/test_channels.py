@@ -11,13 +11,17 @@ import socket
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
+from btu_twisted import config as configuration
 from btu_twisted.channels.tcp import ControlTCPService, check_tcp_port
 from btu_twisted.channels.listening import ListenerError
 from btu_twisted.channels.text_protocol import ControlFactory
 from btu_twisted.channels.unix_socket import ControlSocketService
 from tests.support import frappe_schema as fs
 from tests.support.btu_rpc_client import COMMANDS_KEY, btu_rpc_request, command
-from tests.support.daemon import control_request, members_of, short_dir, start_daemon, wait_for
+from tests.support.daemon import (TwistdProcess, control_request, daemon_config, members_of, poll,
+                                  short_dir, start_daemon, wait_for, write_config)
+from tests.test_commands import CommandsTestCase
+from tests.test_end_to_end import CLEAN_SIGTERM_EXITS
 from tests.support.servers import use_shared_servers
 
 FAR_CRON = "0 4 * * *"
@@ -122,6 +126,28 @@ class RedisRPCDaemonTests(DaemonChannelTestCase):
         self.assertFalse(os.path.exists(daemon.socket_path))
 
 
+class TwistdRPCTests(DaemonChannelTestCase):
+    """A real `twistd -n btu` serving BTU 15.1.1's client with its unix socket switched off."""
+
+    def test_rpc_only_daemon(self):
+        """ping and create are ACKed by a twistd daemon without a socket, and SIGTERM stops it
+        cleanly."""
+        directory = short_dir(self)
+        socket_path = os.path.join(directory, "btu.sock")
+        config = write_config(os.path.join(directory, "btu.toml"),
+                              daemon_config(socket_path, self.database, disable_unix_socket=True))
+        daemon = TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--config", config],
+                               cwd=directory)
+        ack = poll(lambda: btu_rpc_request(self.rpc, "ping", wait=1), WAIT_SECS, "an ACK to ping")
+        self.assertEqual(ack["status"], "ok", daemon.describe())
+        self.redis.delete("btu_scheduler:task_execution_times", "btu_scheduler:planned")
+        self.assertEqual(btu_rpc_request(self.rpc, "create_task_schedule", "TS-000001")["status"], "ok")
+        poll(lambda: members_of(self.redis, "TS-000001"), WAIT_SECS, f"TS-000001 planned; {daemon.describe()}")
+        self.assertFalse(os.path.exists(socket_path))
+        self.assertIn(daemon.terminate(), CLEAN_SIGTERM_EXITS, daemon.describe())
+        self.assertNotIn("Traceback", daemon.output())
+
+
 class TCPParityTests(DaemonChannelTestCase):
     """tcp_socket_port: the unix socket's protocol, byte for byte, on 127.0.0.1."""
 
@@ -152,6 +178,57 @@ class TCPParityTests(DaemonChannelTestCase):
         error = self.assertRaises(ListenerError, check_tcp_port, port)
         self.assertIn(f"tcp_socket_port {port}", str(error))
         self.assertIn("already in use", str(error))
+
+
+class ConfigKeyTests(unittest.SynchronousTestCase):
+    """The channel keys: defaults, values, and a clear error for a bad port."""
+
+    BASE = 'schedule_file = "s.toml"\njob_builder = "python"\n'
+
+    def test_defaults(self):
+        """Socket and Redis RPC on, TCP off."""
+        config = configuration.parse(self.BASE)[0]
+        self.assertEqual((config.disable_redis_rpc, config.disable_unix_socket, config.tcp_socket_port),
+                         (False, False, 0))
+
+    def test_values(self):
+        """The three keys as btu_scheduler_py spells them."""
+        config = configuration.parse(self.BASE + "disable_redis_rpc = true\ndisable_unix_socket = true\n"
+                                                 "tcp_socket_port = 8765\n")[0]
+        self.assertEqual((config.disable_redis_rpc, config.disable_unix_socket, config.tcp_socket_port),
+                         (True, True, 8765))
+
+    def test_bad_port(self):
+        """A port outside 0-65535 names the key."""
+        error = self.assertRaises(configuration.ConfigError, configuration.parse,
+                                  self.BASE + "tcp_socket_port = 70000\n")
+        self.assertIn("tcp_socket_port: 70000 is not a TCP port", str(error))
+
+    def test_wrong_type(self):
+        """A string for a flag names the key."""
+        error = self.assertRaises(configuration.ConfigError, configuration.parse,
+                                  self.BASE + 'disable_redis_rpc = "yes"\n')
+        self.assertIn("disable_redis_rpc", str(error))
+
+
+class StatusBoundTests(CommandsTestCase):
+    """status stays small however many schedules are unplannable."""
+
+    def test_unplannable_capped_with_a_marker(self):
+        """5 000 unplannable schedules: 100 listed, the total given, truncated marked."""
+        for n in range(5000):
+            self.stats.problem(f"TS-{n:06d}", "minute field: 61 is out of range 0-59")
+        report = json.loads(self.reply("status", None))
+        self.assertEqual(len(report["unplannable"]), 100)
+        self.assertEqual((report["unplannable_total"], report["unplannable_truncated"]), (5000, True))
+        self.assertLess(len(json.dumps(report)), 64 * 1024)
+
+    def test_few_unplannable_not_truncated(self):
+        """Below the cap, everything is listed and not marked."""
+        self.stats.problem("TS-1", "cron_string is empty")
+        report = json.loads(self.reply("status", None))
+        self.assertEqual((report["unplannable"], report["unplannable_total"], report["unplannable_truncated"]),
+                         ({"TS-1": "cron_string is empty"}, 1, False))
 
 
 def _rss_mb() -> float:
