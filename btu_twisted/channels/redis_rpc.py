@@ -3,8 +3,9 @@
 
 The app LPUSHes ``{"request_type", "request_content", "response_key"}`` onto ``COMMANDS_KEY`` and
 BLPOPs its ``response_key`` for 5 s. The listener pops from the other end (BRPOP: first pushed,
-first served) on a connection of its own, ACKs receipt at once (LPUSH + EXPIRE, one script), and
-only then runs the request through the same handlers as the socket. Without a ``response_key``
+first served) on a connection of its own, takes whatever else is queued behind it (up to
+``DRAIN_BATCH``), ACKs receipt of them all at once (LPUSH + EXPIRE per key, one script), and only
+then runs the requests, in order, through the same handlers as the socket. Without a ``response_key``
 (the app's poll mode) it executes only.
 
 A malformed entry (not UTF-8, not JSON, not an object, wrong types, oversize, unknown type) is
@@ -51,11 +52,29 @@ MAX_IN_FLIGHT = 256
 # a larger one is only logged (parsing it would hold the reactor).
 MAX_PARSED_BYTES = 16 << 20
 
-# The ACK and its TTL in one step, so a response key never exists without its expiry.
+# After a blocking pop returns, up to this many more queued entries are taken in one round trip
+# and ACKed in one more, so a burst costs two round trips per batch instead of two per command.
+DRAIN_BATCH = 100
+
+# Pop up to ARGV[1] entries from the right (RPOP's count argument needs Redis 6.2; this does not).
+DRAIN_SCRIPT = """
+local popped = {}
+for i = 1, tonumber(ARGV[1]) do
+  local entry = redis.call('RPOP', KEYS[1])
+  if not entry then break end
+  popped[i] = entry
+end
+return popped
+"""
+
+# Each answer and its TTL in one step, so a response key never exists without its expiry:
+# KEYS are the response keys, ARGV the TTL and then one reply per key.
 ACK_SCRIPT = """
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+for i, key in ipairs(KEYS) do
+  redis.call('LPUSH', key, ARGV[i + 1])
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
 """
 
 # The requests of the app's RPC client whose content is a schedule ID: checked before the ACK, so
@@ -152,10 +171,12 @@ class RedisRPCListener(service.Service):
             if popped is None:  # the block ran out with nothing queued
                 self._slots.release()
                 continue
+            entries = [popped[1]]
+            entries += yield self._drain()
             try:
-                yield self._serve(popped[1])
+                yield self._serve(entries)
             except Exception:
-                log.failure("Redis RPC: serving a command failed", level=LogLevel.error)
+                log.failure("Redis RPC: serving commands failed", level=LogLevel.error)
 
     def _wait(self, d: defer.Deferred) -> defer.Deferred:
         self._waiting = d
@@ -168,6 +189,21 @@ class RedisRPCListener(service.Service):
     def _pop(self) -> defer.Deferred:
         d = self._redis.brpop([COMMANDS_KEY], timeout=POP_BLOCK_SECS)
         return d.addTimeout(POP_BLOCK_SECS + POP_GRACE_SECS, self._clock)
+
+    @defer.inlineCallbacks
+    def _drain(self):
+        """More queued entries, one slot taken for each; none if Redis fails (the next pop says so)."""
+        wanted = min(DRAIN_BATCH, self._slots.tokens)
+        for _ in range(wanted):
+            self._slots.acquire()  # fires at once: the tokens are there
+        try:
+            drained = yield self._redis.eval(DRAIN_SCRIPT, [COMMANDS_KEY], [wanted]) if wanted else []
+        except Exception:
+            drained = []
+        drained = list(drained or ())
+        for _ in range(wanted - len(drained)):
+            self._slots.release()
+        return drained
 
     def _went_down(self, error: Exception) -> None:
         if self._down_since is None:
@@ -193,26 +229,32 @@ class RedisRPCListener(service.Service):
     # --- one command ------------------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def _serve(self, raw):
-        """ACK (or refuse) one popped entry, then start executing it; the slot is released when
-        its handler is done."""
-        try:
-            request_type, handler, content, response_key = self._parse(raw)
-        except _Malformed as e:
-            self._slots.release()
-            log.warn("Redis RPC: rejected command: {reason}; {preview}", reason=str(e),
-                     preview=_entry_preview(raw))
-            if e.response_key is not None:
-                yield self._answer(e.response_key, {"status": "error", "request_type": e.request_type,
-                                                    "message": str(e)})
-            return
-        if response_key is not None:
-            yield self._answer(response_key, {"status": "ok", "request_type": request_type,
-                                              "message": ACK_MESSAGE})
-        d = defer.maybeDeferred(handler, content)
-        d.addCallbacks(self._executed, self._failed, callbackArgs=(request_type,),
-                       errbackArgs=(request_type,))
-        d.addBoth(lambda _: self._slots.release())
+    def _serve(self, entries: list):
+        """ACK (or refuse) popped entries in one round trip, then start executing the valid ones
+        in pop order; each entry's slot is released when its handler is done."""
+        answers: list[tuple[str, dict]] = []
+        accepted = []
+        for raw in entries:
+            try:
+                request_type, handler, content, response_key = self._parse(raw)
+            except _Malformed as e:
+                self._slots.release()
+                log.warn("Redis RPC: rejected command: {reason}; {preview}", reason=str(e),
+                         preview=_entry_preview(raw))
+                if e.response_key is not None:
+                    answers.append((e.response_key, {"status": "error", "request_type": e.request_type,
+                                                     "message": str(e)}))
+                continue
+            if response_key is not None:
+                answers.append((response_key, {"status": "ok", "request_type": request_type,
+                                               "message": ACK_MESSAGE}))
+            accepted.append((request_type, handler, content))
+        yield self._answer(answers)
+        for request_type, handler, content in accepted:
+            d = defer.maybeDeferred(handler, content)
+            d.addCallbacks(self._executed, self._failed, callbackArgs=(request_type,),
+                           errbackArgs=(request_type,))
+            d.addBoth(lambda _: self._slots.release())
 
     def _parse(self, raw) -> tuple[str, Callable[[Any], Any], Any, str | None]:
         """(request_type, handler, request_content, response_key) of a valid entry; raises _Malformed."""
@@ -251,12 +293,16 @@ class RedisRPCListener(service.Service):
         return request_type, handler, content, response_key
 
     @defer.inlineCallbacks
-    def _answer(self, response_key: str, reply: dict):
+    def _answer(self, answers: list[tuple[str, dict]]):
+        if not answers:
+            return
+        keys = [key for key, _ in answers]
         try:
-            yield self._redis.eval(ACK_SCRIPT, [response_key], [json.dumps(reply), RESPONSE_TTL_SECS])
-        except Exception as e:
-            log.warn("Redis RPC: could not answer on {response_key} ({error})",
-                     response_key=response_key, error=one_line(str(e)))
+            yield self._redis.eval(ACK_SCRIPT, keys,
+                                   [RESPONSE_TTL_SECS, *(json.dumps(reply) for _, reply in answers)])
+        except Exception as e:  # the commands were received all the same: they are executed
+            log.warn("Redis RPC: could not answer {count} command(s), first on {response_key} ({error})",
+                     count=len(keys), response_key=keys[0], error=one_line(str(e)))
 
     def _executed(self, reply, request_type: str) -> None:
         log.debug("Redis RPC {request_type}: {reply}", request_type=preview(request_type),
