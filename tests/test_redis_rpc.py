@@ -188,8 +188,14 @@ class HostileEntryTests(ListenerTestCase):
         return self.check("12345", None, answered=False)
 
     def test_request_type_not_a_string(self):
-        """request_type 7: refused (no key can be trusted from the entry yet, so unanswered)."""
-        return self.check(json.dumps({"request_type": 7, "response_key": self.key}), None, answered=False)
+        """request_type 7: refused and answered "error" on the entry's response key."""
+        return self.check(json.dumps({"request_type": 7, "response_key": self.key}),
+                          "'request_type' must be a string, not number")
+
+    def test_no_request_type(self):
+        """No request_type at all: answered "error"."""
+        return self.check(json.dumps({"request_content": "TS-1", "response_key": self.key}),
+                          "no 'request_type'")
 
     def test_request_content_of_the_wrong_type(self):
         """create with a number for the schedule ID: answered "error", not executed."""
@@ -221,7 +227,7 @@ class HostileEntryTests(ListenerTestCase):
         return self.check("[" * 100000 + "]" * 100000, None, answered=False)
 
     def test_data_after_the_object(self):
-        """Two objects in one entry: refused, answered "error" is impossible (key untrusted)."""
+        """Two objects in one entry: refused; which key to answer is not trusted."""
         return self.check(command("ping", None, self.key) + "{}", None, answered=False)
 
 

@@ -28,7 +28,8 @@ from twisted.logger import Logger, LogLevel
 
 from btu_twisted import store
 from btu_twisted.channels.text_protocol import (DEFAULT_MAX_REQUEST_BYTES, BadRequest, RequestError,
-                                                decode_message, find_handler, one_line, preview)
+                                                decode_message, find_handler, one_line, preview,
+                                                request_type_of)
 from btu_twisted.commands import _schedule_id
 from btu_twisted.logs import OBSERVER
 
@@ -276,7 +277,10 @@ class RedisRPCListener(service.Service):
                 and len(response_key) <= MAX_RESPONSE_KEY_CHARS):
             raise _Malformed(f"'response_key' must be a string of at most {MAX_RESPONSE_KEY_CHARS} "
                              f"characters starting with {RESPONSE_KEY_PREFIX}")
-        request_type = request["request_type"]
+        try:
+            request_type = request_type_of(request)
+        except BadRequest as e:
+            raise _Malformed(str(e), None, response_key) from None
         if size > self._max_request_bytes:
             raise _Malformed(oversize, request_type, response_key)
         handler = find_handler(self._handlers, request_type)

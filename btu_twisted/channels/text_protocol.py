@@ -177,33 +177,45 @@ class _ObjectScanner:
         return None
 
 
-def decode_request(text: str) -> dict:
-    """The request object of one complete JSON text, with a string `request_type`.
-
-    Raises BadRequest naming the problem; every channel checks its requests with this.
-    """
+def _decode_object(text: str) -> dict:
     try:
         request = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"request is not valid JSON ({e})") from None
     if not isinstance(request, dict):
         raise BadRequest("request must be a JSON object")
+    return request
+
+
+def request_type_of(request: dict) -> str:
+    """The request's `request_type`; raises BadRequest when it is missing or not a string."""
     if "request_type" not in request:
         raise BadRequest("request has no 'request_type'")
     request_type = request["request_type"]
     if not isinstance(request_type, str):
         raise BadRequest(f"'request_type' must be a string, not {_json_type_name(request_type)}")
+    return request_type
+
+
+def decode_request(text: str) -> dict:
+    """The request object of one complete JSON text, with a string `request_type`.
+
+    Raises BadRequest naming the problem.
+    """
+    request = _decode_object(text)
+    request_type_of(request)
     return request
 
 
 def decode_message(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> dict:
-    """Like decode_request, for a text that must be exactly one JSON object (a Redis RPC entry)."""
+    """The JSON object that is the whole of `text` (a Redis RPC entry), nesting bounded; its
+    fields are for the caller to check (request_type_of). Raises BadRequest naming the problem."""
     end = _ObjectScanner(max_depth).feed(text)
     if end is None:
         raise BadRequest("request is not a complete JSON object")
     if text[end:].strip(_JSON_WHITESPACE):
         raise BadRequest("request has data after its JSON object")
-    return decode_request(text[:end])
+    return _decode_object(text[:end])
 
 
 @implementer(IHalfCloseableProtocol)
