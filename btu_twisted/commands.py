@@ -15,13 +15,16 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from btu_twisted import __version__, cron
-from btu_twisted.control import RequestError
+from btu_twisted.channels.text_protocol import RequestError
 from btu_twisted.logs import OBSERVER
 from btu_twisted.store import split_member
 
 REPLY_WAIT_SECS = 0.3      # the BTU app reads its reply 0.5 s after sending
 MAX_SCHEDULE_ID_CHARS = 140  # Frappe's `name` column is varchar(140)
 MAX_LISTED = 1000          # upper bound for `upcoming` and `preview_cron` counts
+# `status` lists this many unplannable schedules (and says how many there are): a reply stays a
+# few tens of KiB, which the socket's kernel buffer takes whole even from a client that never reads.
+MAX_UNPLANNABLE_LISTED = 100
 
 log = Logger(observer=OBSERVER)
 
@@ -108,7 +111,9 @@ class Commands:
             "last_refresh": self._stats.last_refresh,
             "counts": dict(self._stats.counts),
             "job_builder": self._stats.job_builder,
-            "unplannable": dict(sorted(self._stats.problems.items())[:MAX_LISTED]),
+            "unplannable": dict(sorted(self._stats.problems.items())[:MAX_UNPLANNABLE_LISTED]),
+            "unplannable_total": len(self._stats.problems),
+            "unplannable_truncated": len(self._stats.problems) > MAX_UNPLANNABLE_LISTED,
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
             "socket_connections": self.control.open_connections if self.control else None,

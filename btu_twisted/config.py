@@ -76,6 +76,10 @@ class Config:
     socket_max_connections: int = 4096
     socket_allowed_uids: tuple[int, ...] = ()
     socket_allowed_gids: tuple[int, ...] = ()
+    # --- control channels (issue 8) ---
+    disable_redis_rpc: bool = False    # the Redis RPC listener of BTU 15.1.1+ (DESIGN §6b)
+    disable_unix_socket: bool = False  # the unix socket of BTU <= 15.1.0
+    tcp_socket_port: int = 0           # a loopback TCP listener with the socket's protocol; 0 = off
     # --- where each setting came from (issue 8 item 7) ------------------------------------------
     # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
     # keys absent from it have their default. Shown by the start-up log, never with values.
@@ -187,6 +191,13 @@ def _validate(config: Config) -> None:
             if not getattr(config, key):
                 raise ConfigError(f"{key}: required unless schedule_file is set")
     _check_zone(config.time_zone_string)
+    _validate_control_channels(config)
+
+
+def _validate_control_channels(config: Config) -> None:
+    if not 0 <= config.tcp_socket_port < 65536:
+        raise ConfigError(f"tcp_socket_port: {config.tcp_socket_port} is not a TCP port (0 turns "
+                          "the TCP listener off)")
 
 
 FRAPPE_SITE_HINT = ('set frappe_site = "<site name>" (the directory under sites/, e.g. "erp.example.com"; '

@@ -19,7 +19,6 @@ EMAIL_PREFIX = "email_"  # the Rust daemon's email keys: accepted, email is not 
 
 # btu_scheduler_py's configuration keys (btu_py/lib/config.py) -> our key, or None when the setting
 # has no meaning here (why: IGNORED). The environment spells them in upper case (SQL_HOST).
-# Targets are matched by name, so a key another change adds starts working once it exists.
 PY_KEYS: dict[str, str | None] = {
     "sql_host": "mysql_host",
     "sql_port": "mysql_port",
@@ -62,11 +61,11 @@ def layers(file_aliases: Mapping[str, Any], environ: Mapping[str, str], keys: se
     found = Layers()
     disable_tcp = False
     for alias, value in file_aliases.items():
-        disable_tcp |= _alias(found, keys, alias, value, f"alias {alias} (file)", alias)
+        disable_tcp |= _alias(found, alias, value, f"alias {alias} (file)", alias)
     for alias in PY_KEYS:
         text = environ.get(alias.upper(), "")
         if text.strip():
-            disable_tcp |= _alias(found, keys, alias, text, f"alias {alias.upper()} (environment)",
+            disable_tcp |= _alias(found, alias, text, f"alias {alias.upper()} (environment)",
                                   alias.upper())
     for variable, text in sorted(environ.items()):
         if not variable.startswith(ENV_PREFIX) or variable == CONFIG_VARIABLE or not text.strip():
@@ -83,7 +82,7 @@ def layers(file_aliases: Mapping[str, Any], environ: Mapping[str, str], keys: se
     return found
 
 
-def _alias(found: Layers, keys: set[str], alias: str, value: Any, origin: str, name: str) -> bool:
+def _alias(found: Layers, alias: str, value: Any, origin: str, name: str) -> bool:
     """Record one btu_scheduler_py setting; returns True when it is a true disable_tcp_socket."""
     target = PY_KEYS[alias]
     if alias == "sql_type" and str(value).strip().lower() != "mariadb":
@@ -95,9 +94,6 @@ def _alias(found: Layers, keys: set[str], alias: str, value: Any, origin: str, n
             return value is True or BOOLEAN_WORDS.get(str(value).strip().lower(), False)
         if alias != "sql_type":
             found.warnings.append(f"{name} ignored: {IGNORED[alias]}")
-        return False
-    if target not in keys:
-        found.warnings.append(f"{name} ignored: this version has no {target} setting yet")
         return False
     found.settings[target] = (value, origin, name)
     return False

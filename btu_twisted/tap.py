@@ -13,8 +13,9 @@ from twisted.python import threadpool, usage
 
 from btu_twisted import config as configuration
 from btu_twisted import environment, logs
+from btu_twisted.channels.listeners import control_channels
+from btu_twisted.channels.listening import ListenerError
 from btu_twisted.commands import Commands
-from btu_twisted.control import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
@@ -22,7 +23,6 @@ from btu_twisted.builders.factory import make_builder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
-from btu_twisted.socketfile import ControlSocketService
 from btu_twisted.sql_source import SQLSource, check_connection
 from btu_twisted.stats import Stats
 from btu_twisted.store import ScheduleStore
@@ -105,15 +105,14 @@ def makeService(options, reactor=None) -> service.MultiService:
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
     commands = Commands(reactor, queue, store, refresher, stats, config, rows=rows)
-    commands.control = ControlFactory(
-        commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
-        idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
-        allowed_uids=config.socket_allowed_uids, allowed_gids=config.socket_allowed_gids)
+    try:
+        channels = control_channels(reactor, config, commands)
+    except ListenerError as e:  # before twistd forks: one line and exit 1, in -n and daemon mode
+        sys.stderr.write(f"btu: {e}\n")
+        raise SystemExit(1) from None
     if isinstance(builder, service.Service):  # `auto` reads the schema at start-up
         top.addService(builder)
-    for child in (planner, dispatcher, refresher,
-                  ControlSocketService(reactor, config.socket_path, commands.control,
-                                       mode=config.socket_mode, group=config.socket_file_group_owner)):
+    for child in (planner, dispatcher, refresher, *channels):
         top.addService(child)
     log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
              name=config.name, environment=config.environment_name, source=source.description,

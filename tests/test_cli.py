@@ -8,8 +8,8 @@ from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
 from btu_twisted.cli import main
-from btu_twisted.control import ControlFactory, RequestError
-from btu_twisted.socketfile import ControlSocketService
+from btu_twisted.channels.text_protocol import ControlFactory, RequestError
+from btu_twisted.channels.unix_socket import ControlSocketService
 
 
 class PreviewTests(unittest.TestCase):

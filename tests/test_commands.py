@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from btu_twisted.commands import MAX_LISTED, MAX_SCHEDULE_ID_CHARS, REPLY_WAIT_SECS, Commands
 from btu_twisted.config import parse
-from btu_twisted.control import RequestError
+from btu_twisted.channels.text_protocol import RequestError
 from btu_twisted.planner import Outcome
 from btu_twisted.stats import Stats
 from btu_twisted.workqueue import UniqueQueue, resolve

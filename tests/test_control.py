@@ -19,8 +19,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from btu_twisted.control import ControlFactory, RequestError
-from btu_twisted.socketfile import ControlSocketService
+from btu_twisted.channels.text_protocol import ControlFactory, RequestError
+from btu_twisted.channels.unix_socket import ControlSocketService
 
 from tests.support.protocol_oracle import first_complete_object
 

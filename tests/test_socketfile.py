@@ -12,8 +12,8 @@ import tempfile
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from btu_twisted.control import ControlFactory
-from btu_twisted.socketfile import (ControlSocketService, SocketPathError, prepare_socket_path,
+from btu_twisted.channels.text_protocol import ControlFactory
+from btu_twisted.channels.unix_socket import (ControlSocketService, SocketPathError, prepare_socket_path,
                                     resolve_group)
 
 PING = b'{"request_type": "ping", "request_content": null}'

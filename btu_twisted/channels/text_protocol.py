@@ -17,7 +17,8 @@ affecting anything else: not JSON, not an object, a missing or non-string ``requ
 UTF-8, more than ``max_request_bytes``, nesting deeper than ``max_depth``, no complete request
 within ``idle_timeout`` seconds of connecting, more than ``max_connections`` open connections, a
 peer outside the uid/gid allow-list, a failing handler, or a handler that does not answer within
-``reply_timeout`` seconds.
+``reply_timeout`` seconds. A reply the client has not read within ``write_timeout`` seconds is
+dropped and the connection aborted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ DEFAULT_IDLE_TIMEOUT_SECS = 10.0
 # The BTU app reads once, 0.5 s after sending, so a slower reply is lost to it anyway; this only
 # bounds how long a stuck handler (MySQL, Redis) can hold a connection open.
 DEFAULT_REPLY_TIMEOUT_SECS = 5.0
+# A reply not taken by the client within this time is dropped with its connection: a client that
+# never reads would otherwise hold the reply's memory and a connection slot forever. The BTU app
+# reads 0.5 s after sending.
+DEFAULT_WRITE_TIMEOUT_SECS = 5.0
 DEFAULT_MAX_CONNECTIONS = 4096
 # Real requests are flat; the bound keeps json.loads far from Python's recursion limit.
 DEFAULT_MAX_DEPTH = 32
@@ -64,19 +69,29 @@ class RequestError(Exception):
     """Raised by a handler to make the reply ``Error: <message>``."""
 
 
-class _Rejected(Exception):
-    """The bytes received so far can never become an acceptable request."""
+class BadRequest(Exception):
+    """The input can never become an acceptable request; the message says why."""
 
 
 def _pong(_content: Any) -> str:
     return "pong"
 
 
-def _one_line(text: str) -> str:
+def find_handler(handlers: Mapping[str, Callable[[Any], Any]],
+                 request_type: str) -> Callable[[Any], Any] | None:
+    """The handler for `request_type` (ping answers pong unless overridden), or None."""
+    handler = handlers.get(request_type)
+    if handler is None and request_type == "ping":
+        return _pong
+    return handler
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks replaced, for one-line replies and log fields."""
     return _LINE_BREAKS.sub(" ", text)
 
 
-def _preview(text: str, limit: int = LOG_PREVIEW_CHARS) -> str:
+def preview(text: str, limit: int = LOG_PREVIEW_CHARS) -> str:
     """A bounded, printable excerpt of user data for logs and error replies."""
     if len(text) > limit:
         text = text[:limit] + "..."
@@ -114,7 +129,7 @@ class _ObjectScanner:
     def feed(self, text: str) -> int | None:
         """Return the offset in ``text`` just past the object's closing brace, or None if not yet.
 
-        Raises _Rejected as soon as the input cannot be an acceptable object.
+        Raises BadRequest as soon as the input cannot be an acceptable object.
         """
         i, n = 0, len(text)
         if not self.started:
@@ -124,8 +139,8 @@ class _ObjectScanner:
             first = text[i]
             if first != "{":
                 if first in _OTHER_JSON_VALUE_STARTS:
-                    raise _Rejected("request must be a JSON object")
-                raise _Rejected("request is not valid JSON")
+                    raise BadRequest("request must be a JSON object")
+                raise BadRequest("request is not valid JSON")
             self.started = True
             self.depth = 1
             i += 1
@@ -154,12 +169,53 @@ class _ObjectScanner:
             elif char in "{[":
                 self.depth += 1
                 if self.depth > self.max_depth:
-                    raise _Rejected(f"request is nested more than {self.max_depth} levels deep")
+                    raise BadRequest(f"request is nested more than {self.max_depth} levels deep")
             else:
                 self.depth -= 1
                 if self.depth == 0:
                     return i
         return None
+
+
+def _decode_object(text: str) -> dict:
+    try:
+        request = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise BadRequest(f"request is not valid JSON ({e})") from None
+    if not isinstance(request, dict):
+        raise BadRequest("request must be a JSON object")
+    return request
+
+
+def request_type_of(request: dict) -> str:
+    """The request's `request_type`; raises BadRequest when it is missing or not a string."""
+    if "request_type" not in request:
+        raise BadRequest("request has no 'request_type'")
+    request_type = request["request_type"]
+    if not isinstance(request_type, str):
+        raise BadRequest(f"'request_type' must be a string, not {_json_type_name(request_type)}")
+    return request_type
+
+
+def decode_request(text: str) -> dict:
+    """The request object of one complete JSON text, with a string `request_type`.
+
+    Raises BadRequest naming the problem.
+    """
+    request = _decode_object(text)
+    request_type_of(request)
+    return request
+
+
+def decode_message(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> dict:
+    """The JSON object that is the whole of `text` (a Redis RPC entry), nesting bounded; its
+    fields are for the caller to check (request_type_of). Raises BadRequest naming the problem."""
+    end = _ObjectScanner(max_depth).feed(text)
+    if end is None:
+        raise BadRequest("request is not a complete JSON object")
+    if text[end:].strip(_JSON_WHITESPACE):
+        raise BadRequest("request has data after its JSON object")
+    return _decode_object(text[:end])
 
 
 @implementer(IHalfCloseableProtocol)
@@ -182,6 +238,7 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._scanner: _ObjectScanner | None = None
         self._reply_call = None
+        self._write_deadline = None
         self._request_type: str | None = None
 
     def callLater(self, period, func):
@@ -216,6 +273,9 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._state = _DONE
         self.setTimeout(None)
         self._cancel_reply_timer()
+        if self._write_deadline is not None and self._write_deadline.active():
+            self._write_deadline.cancel()
+        self._write_deadline = None
 
     def readConnectionLost(self) -> None:
         """The client shut down its sending side: no complete request can arrive any more."""
@@ -258,7 +318,7 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
 
         try:
             end = self._scanner.feed(text)
-        except _Rejected as e:
+        except BadRequest as e:
             self._fail(str(e))
             return
         if end is not None:
@@ -271,30 +331,21 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
 
     def _dispatch(self, text: str) -> None:
         try:
-            request = json.loads(text)
-        except ValueError as e:
-            self._fail(f"request is not valid JSON ({e})")
-            return
-        if not isinstance(request, dict):
-            self._fail("request must be a JSON object")
-            return
-        if "request_type" not in request:
-            self._fail("request has no 'request_type'")
+            request = decode_request(text)
+        except BadRequest as e:
+            self._fail(str(e))
             return
         request_type = request["request_type"]
-        if not isinstance(request_type, str):
-            self._fail(f"'request_type' must be a string, not {_json_type_name(request_type)}")
-            return
 
         self._state = _DISPATCHED
         self._request_type = request_type
         self.setTimeout(None)
         handler = self.factory.handler_for(request_type)
         self.log.debug("control request {request_type}: {preview}",
-                       request_type=_preview(request_type), preview=_preview(text))
+                       request_type=preview(request_type), preview=preview(text))
         if handler is None:
             self._reply(f"Client message has an unhandled 'request_type': "
-                        f"{_one_line(_preview(request_type))}")
+                        f"{one_line(preview(request_type))}")
             return
         d = defer.maybeDeferred(handler, request.get("request_content"))
         d.addCallbacks(self._handler_done, self._handler_failed)
@@ -308,44 +359,44 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
     def _handler_done(self, result: Any) -> None:
         if self._state is not _DISPATCHED:
             self.log.info("reply to {request_type} came after its connection ended; dropped",
-                          request_type=_preview(self._request_type))
+                          request_type=preview(self._request_type))
             return
         if not isinstance(result, str):
             self.log.error("handler for {request_type} returned {kind}, not str",
-                           request_type=_preview(self._request_type), kind=type(result).__name__)
-            self._reply(f"Error: internal error handling {_one_line(_preview(self._request_type))}")
+                           request_type=preview(self._request_type), kind=type(result).__name__)
+            self._reply(f"Error: internal error handling {one_line(preview(self._request_type))}")
             return
         self._reply(result)
 
     def _handler_failed(self, failure) -> None:
-        request_type = _preview(self._request_type)
+        request_type = preview(self._request_type)
         if failure.check(RequestError):
             if self._state is _DISPATCHED:
-                self._reply(f"Error: {_one_line(str(failure.value))}")
+                self._reply(f"Error: {one_line(str(failure.value))}")
             return
         self.log.failure("handler for control request {request_type} failed", failure,
                          level=LogLevel.error, request_type=request_type)
         if self._state is _DISPATCHED:
-            self._reply(f"Error: internal error handling {_one_line(request_type)}")
+            self._reply(f"Error: internal error handling {one_line(request_type)}")
 
     def _reply_failed(self, failure) -> None:
         self.log.failure("replying to control request {request_type} failed", failure,
-                         level=LogLevel.error, request_type=_preview(self._request_type))
+                         level=LogLevel.error, request_type=preview(self._request_type))
 
     def _reply_timed_out(self) -> None:
         self._reply_call = None
-        request_type = _preview(self._request_type)
+        request_type = preview(self._request_type)
         self.log.warn("handler for control request {request_type} did not answer within "
                       "{timeout} s", request_type=request_type, timeout=self.factory.reply_timeout)
         # The handler keeps running (cancelling could abort half-done work); its answer is dropped.
-        self._reply(f"Error: handling {_one_line(request_type)} timed out after "
+        self._reply(f"Error: handling {one_line(request_type)} timed out after "
                     f"{self.factory.reply_timeout:g} s")
 
     def _fail(self, reason: str) -> None:
         self.log.warn("rejected control request: {reason}; received {received} bytes: {preview}",
                       reason=reason, received=self._received,
-                      preview=_preview("".join(self._parts)))
-        self._reply(f"Error: {_one_line(reason)}")
+                      preview=preview("".join(self._parts)))
+        self._reply(f"Error: {one_line(reason)}")
 
     def _reply(self, text: str) -> None:
         self._state = _DONE
@@ -353,6 +404,14 @@ class ControlProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._cancel_reply_timer()
         self.transport.write(text.encode("utf-8", "backslashreplace"))
         self.transport.loseConnection()
+        self._write_deadline = self.factory.clock.callLater(self.factory.write_timeout,
+                                                            self._write_timed_out)
+
+    def _write_timed_out(self) -> None:
+        self._write_deadline = None
+        self.log.debug("control client did not read its reply within {timeout} s; aborting",
+                       timeout=self.factory.write_timeout)
+        self.transport.abortConnection()
 
     def _cancel_reply_timer(self) -> None:
         if self._reply_call is not None and self._reply_call.active():
@@ -399,6 +458,7 @@ class ControlFactory(protocol.Factory):
         allowed_gids: tuple[int, ...] = (),
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT_SECS,
         max_depth: int = DEFAULT_MAX_DEPTH,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT_SECS,
     ) -> None:
         self.handlers = handlers
         self.clock = clock
@@ -409,10 +469,8 @@ class ControlFactory(protocol.Factory):
         self.allowed_gids = tuple(allowed_gids)
         self.reply_timeout = reply_timeout
         self.max_depth = max_depth
+        self.write_timeout = write_timeout
         self.open_connections = 0
 
     def handler_for(self, request_type: str) -> Callable[[Any], Any] | None:
-        handler = self.handlers.get(request_type)
-        if handler is None and request_type == "ping":
-            return _pong
-        return handler
+        return find_handler(self.handlers, request_type)

@@ -18,6 +18,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from btu_twisted.channels.listening import ListenerError, ListeningService, listen_now
 from btu_twisted.logs import OBSERVER
 
 # Probing an existing socket happens once, at start-up, so a short blocking connect is fine.
@@ -32,7 +33,7 @@ MAX_SOCKET_PATH_BYTES = 107
 log = Logger(observer=OBSERVER)
 
 
-class SocketPathError(Exception):
+class SocketPathError(ListenerError):
     """The control socket's path or group cannot be used; the message says why."""
 
 
@@ -64,12 +65,13 @@ def prepare_socket_path(path: str) -> None:
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
         raise SocketPathError(f"socket_path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes, "
                               "the limit for unix socket addresses")
+    parent = os.path.dirname(os.path.abspath(path))
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise SocketPathError(f"the directory {parent} for socket_path {path} does not exist")
+        _check_writable(parent, path)
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise SocketPathError(f"socket_path {path} exists and is {_describe(st.st_mode, path)}, "
@@ -80,6 +82,7 @@ def prepare_socket_path(path: str) -> None:
     try:
         probe.connect(path)
     except ConnectionRefusedError:
+        _check_writable(parent, path)
         log.info("removing stale control socket {path}", path=path)
         try:
             os.unlink(path)
@@ -101,6 +104,23 @@ def prepare_socket_path(path: str) -> None:
                           "another socket_path")
 
 
+def _check_writable(directory: str, path: str) -> None:
+    """Binding creates (and replacing removes) an entry in `directory`: it must be writable."""
+    if os.access(directory, os.W_OK | os.X_OK):
+        return
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        why = "is on a read-only file system"
+    else:
+        why = f"is not writable by uid {os.getuid()}"
+    raise SocketPathError(f"the directory {directory} for socket_path {path} {why}")
+
+
+def check_socket_path(path: str, group: str | None) -> None:
+    """Everything startService will need, checked now: the group, then the path."""
+    resolve_group(group)
+    prepare_socket_path(path)
+
+
 def resolve_group(name: str | None) -> int | None:
     """The gid for socket_file_group_owner, or None when no group is configured."""
     if not name:
@@ -111,11 +131,12 @@ def resolve_group(name: str | None) -> int | None:
         raise SocketPathError(f"socket_file_group_owner: group '{name}' does not exist") from None
 
 
-class ControlSocketService(service.Service):
+class ControlSocketService(ListeningService):
     """Listen on a unix socket file with an exact mode and group; remove it again on stop.
 
-    Path and group problems raise SocketPathError synchronously from startService, so twistd
-    exits with the message instead of running without its control socket.
+    Path and group problems raise SocketPathError synchronously, so twistd exits with the
+    message instead of running without its control socket. twistd listens in
+    privilegedStartService, before any thread or connection exists, so the process can exit.
     """
 
     def __init__(self, reactor, path: str, factory, mode: int = 0o660, group: str | None = None,
@@ -129,18 +150,15 @@ class ControlSocketService(service.Service):
         self.port = None
         self._identity: tuple[int, int] | None = None
 
-    def startService(self) -> None:
+    def _listen(self) -> None:
         gid = resolve_group(self.group)
         prepare_socket_path(self.path)
         endpoint = endpoints.UNIXServerEndpoint(self.reactor, self.path, backlog=self.backlog,
                                                 mode=self.mode, wantPID=False)
-        outcome: list = []
-        endpoint.listen(self.factory).addBoth(outcome.append)
-        if not outcome:
-            raise SocketPathError(f"listening on {self.path} did not complete synchronously")
-        if isinstance(outcome[0], Failure):
-            raise SocketPathError(f"cannot listen on {self.path}: {outcome[0].value}")
-        self.port = outcome[0]
+        try:
+            self.port = listen_now(endpoint, self.factory, self.path)
+        except ListenerError as e:
+            raise SocketPathError(str(e)) from None
         try:
             # Twisted chmods after bind already; repeat it so the mode is exact whatever the
             # reactor does, and set the group the BTU app's user belongs to.
@@ -156,7 +174,6 @@ class ControlSocketService(service.Service):
         self._identity = (st.st_dev, st.st_ino)
         log.info("control socket listening on {path} (mode {mode}, group {group})",
                  path=self.path, mode=f"{self.mode:04o}", group=self.group)
-        service.Service.startService(self)
 
     def stopService(self):
         service.Service.stopService(self)
