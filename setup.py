@@ -20,8 +20,9 @@ setup(
         "pymysql>=1.0",
         "tzdata",
         "click>=8.0",
+        "prometheus_client>=0.17",
     ],
     extras_require={"test": ["hypothesis>=6.80", "croniter>=2.0,<8"]},
-    entry_points={"console_scripts": ["btu-ctl = btu_twisted.cli:main"]},
+    entry_points={"console_scripts": ["btu = btu_twisted.cli:main", "btu-ctl = btu_twisted.cli:main"]},
     zip_safe=False,
 )

@@ -21,6 +21,8 @@ from btu_twisted.store import split_member
 REPLY_WAIT_SECS = 0.3      # the BTU app reads its reply 0.5 s after sending
 MAX_SCHEDULE_ID_CHARS = 140  # Frappe's `name` column is varchar(140)
 MAX_LISTED = 1000          # upper bound for `upcoming` and `preview_cron` counts
+CANCELLED_REPLY = "Successfully cancelled BTU Task Schedule {schedule_id} in Python RQ."
+NOT_CANCELLED_REPLY = "BTU Task Schedule {schedule_id} had no planned fire in Python RQ; nothing to cancel."
 
 log = Logger(observer=OBSERVER)
 
@@ -87,11 +89,13 @@ class Commands:
         """Remove exactly this schedule's planned fire."""
         schedule_id = _schedule_id(content)
         try:
-            yield self._store.cancel([schedule_id])
+            removed = yield self._store.cancel([schedule_id])
         except Exception as e:
             raise RequestError(f"could not cancel {schedule_id}: Redis unavailable ({e})") from None
+        if not removed:  # not the success text, so `btu cancel` (and the app's user) can tell
+            return NOT_CANCELLED_REPLY.format(schedule_id=schedule_id)
         log.info("cancelled {schedule_id} on request", schedule_id=schedule_id)
-        return f"Successfully cancelled BTU Task Schedule {schedule_id} in Python RQ."
+        return CANCELLED_REPLY.format(schedule_id=schedule_id)
 
     @defer.inlineCallbacks
     def status(self, _content):

@@ -2,8 +2,8 @@
 """Enqueue due fires into RQ exactly once: one Redis transaction per batch, run in a thread.
 
 For each fire the transaction writes the RQ job (with the `rq` library, hash before push), moves
-the schedule's watermark `btu_scheduler:last_fire:<id>` to the fire instant, and replaces the fired
-member with the next one. WATCHing the watermarks makes the claim atomic: a fire at or before its
+the schedule's watermark `btu_scheduler:last_fire:<id>` to the fire instant, records the fire in its
+history (`history.py`), and replaces the fired member with the next one. WATCHing the watermarks makes the claim atomic: a fire at or before its
 schedule's watermark was already enqueued (by this daemon before a crash, or by a peer) and is
 skipped, and a crash at any instruction leaves either all of a batch's effects or none.
 """
@@ -17,7 +17,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
+from rq.job import Job
 
+from btu_twisted import history
 from btu_twisted.jobs import JobSpec
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
 
@@ -106,6 +108,7 @@ class Enqueuer:
             if delay > 0:
                 self._sleep(delay)
             pipe.multi()
+            late = self._now() - not_before
             outcomes, advance = [], []
             for fire, key, watermark in zip(fires, keys, watermarks):
                 if watermark is not None and int(watermark) >= fire.when:
@@ -117,11 +120,27 @@ class Enqueuer:
                     # unconditionally, which fails inside our transaction.
                     self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
                     pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
+                    history.append(pipe, fire.schedule_id, history.entry(fire.when, fire.job, late))
                     outcomes.append(ENQUEUED)
                 advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
             pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
             pipe.execute()
             return outcomes
+
+    def enqueue_now(self, schedule_id: str, spec: JobSpec, when: int) -> bool:
+        """Enqueue one job outside the plan (run-now), with its history entry; False when a job
+        with its id exists already (the same manual run asked twice within one second)."""
+        job = self._create(spec)
+        with self.connection.pipeline() as pipe:
+            key = Job.key_for(spec.job_id)
+            pipe.watch(key)
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            self._queue(spec.queue).enqueue_many([job], pipeline=pipe)
+            history.append(pipe, schedule_id, history.entry(when, spec, 0.0, manual=True))
+            pipe.execute()
+        return True
 
     @staticmethod
     def _create(spec: JobSpec):

@@ -29,6 +29,7 @@ class JobSpec:
     timeout: int
     description: str
     meta: dict = field(default_factory=dict)
+    builder: str = ""  # the job builder that made it (shown in the fire history)
 
 
 def job_id(schedule_id: str, when: int) -> str:
@@ -39,6 +40,12 @@ def job_id(schedule_id: str, when: int) -> str:
     escaped = "".join(c if _SAFE.match(c) else "".join(f"_{b:02X}" for b in c.encode("utf-8"))
                       for c in schedule_id)
     return f"{JOB_ID_PREFIX}-{escaped}-{when}"
+
+
+def manual_job_id(schedule_id: str, when: int) -> str:
+    """The id of a run-now job: `job_id` plus `-now`, so it never equals a planned fire's id
+    (those end in digits)."""
+    return f"{job_id(schedule_id, when)}-now"
 
 
 def iso_utc(when: int) -> str:
@@ -81,4 +88,11 @@ class JobBuilder:
             description=schedule.description or schedule.function_string,
             meta={"btu_task_schedule": schedule.schedule_id, "btu_task": schedule.task_id,
                   "btu_scheduled_for": iso_utc(when)},
+            builder=self.kind,
         )
+
+
+def builder_for(config) -> JobBuilder:
+    """The job builder a daemon with `config` uses (the daemon, the CLI and run-now share it)."""
+    return JobBuilder(config.job_builder, config.queue_name_template, config.effective_frappe_site,
+                      config.frappe_user)

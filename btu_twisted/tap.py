@@ -18,7 +18,7 @@ from btu_twisted.control import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
-from btu_twisted.jobs import JobBuilder
+from btu_twisted.jobs import builder_for
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
@@ -95,8 +95,7 @@ def makeService(options, reactor=None) -> service.MultiService:
                         closers=[pool.stop, source.close, store.close, enqueuer.close])
     dispatcher = Dispatcher(
         reactor, store, source, rows,
-        JobBuilder(config.job_builder, config.queue_name_template, config.effective_frappe_site,
-                   config.frappe_user),
+        builder_for(config),
         enqueuer,
         lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,

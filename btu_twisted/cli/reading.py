@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.test_cockpit -*-
+"""Reading for the CLI commands: schedules and Redis, with failures turned into clear exits."""
+
+from __future__ import annotations
+
+import click
+
+from btu_twisted.report.connections import ScheduleReader, redis_client
+
+
+def fail(message: str):
+    """Stop the command: the message on stderr, exit status 1."""
+    raise click.ClickException(message)
+
+
+def read_schedules(cli) -> dict:
+    """{schedule_id: Schedule} of every schedule in the configured source."""
+    reader = ScheduleReader(cli.config)
+    try:
+        return reader.schedules()
+    except Exception as e:
+        fail(f"cannot read schedules from {reader.description}: {e}")
+
+
+def with_redis(cli, action):
+    """`action(connection)` on a fresh redis-py client; a Redis error exits 1 naming the server."""
+    connection = redis_client(cli.config)
+    try:
+        return action(connection)
+    except click.ClickException:
+        raise
+    except Exception as e:
+        fail(f"cannot read Redis at {redacted_url(cli.config.effective_redis_url)}: {e}")
+    finally:
+        connection.close()
+
+
+def redacted_url(url: str) -> str:
+    """A Redis URL without its userinfo (passwords stay out of messages)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
