@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["btu_twisted", "btu_twisted.*"]) + ["twisted.plugins"],
-    package_data={"btu_twisted": ["data/*.toml"], "twisted": ["plugins/btu_plugin.py"]},
+    package_data={"btu_twisted": ["data/*.toml", "web/static/*"], "twisted": ["plugins/btu_plugin.py"]},
     include_package_data=True,
     install_requires=[
         "twisted>=23.8",

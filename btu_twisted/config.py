@@ -20,7 +20,8 @@ DEFAULT_CONFIG_PATH = "/etc/btu_scheduler/btu_scheduler.toml"
 CONFIG_ENV_VAR = "BTU_SCHEDULER_CONFIG"
 EMBEDDED_CONFIG = Path(__file__).parent / "data" / "embedded.toml"
 
-SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url"})
+SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url",
+                         "http_token"})
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 JOB_BUILDERS = ("frappe", "python")
 
@@ -74,6 +75,10 @@ class Config:
     socket_max_connections: int = 4096
     socket_allowed_uids: tuple[int, ...] = ()
     socket_allowed_gids: tuple[int, ...] = ()
+    # --- operator's cockpit: HTTP dashboard and /metrics (issue 11) ---------------------------
+    http_port: int | None = None          # off unless set; 0 picks a free port (logged)
+    http_interface: str = "127.0.0.1"     # loopback: the dashboard is for the operator's machine
+    http_token: str | None = _secret()    # Bearer token for actions (run now); none: read-only
 
     @property
     def effective_redis_url(self) -> str:
@@ -137,6 +142,8 @@ def _coerce(key: str, value: Any) -> Any:
         if not 0 <= value <= 0o777:
             raise ConfigError(f"socket_mode: {oct(value)} is not a file mode")
         return value
+    if key == "http_port":  # an int whose default (None) means "off"
+        return _expect(key, value, int)
     default = _FIELDS[key].default
     if isinstance(default, bool):
         return _expect(key, value, bool)
@@ -184,6 +191,18 @@ def _validate(config: Config) -> None:
             if not getattr(config, key):
                 raise ConfigError(f"{key}: required unless schedule_file is set")
     _check_zone(config.time_zone_string)
+    _validate_http(config)
+
+
+def _validate_http(config: Config) -> None:
+    """The HTTP listener's port, interface and token."""
+    if config.http_port is not None and not 0 <= config.http_port < 65536:
+        raise ConfigError(f"http_port: {config.http_port} is not a TCP port (0 picks a free one)")
+    if not config.http_interface.strip():
+        raise ConfigError("http_interface: must be an address to listen on, e.g. \"127.0.0.1\"")
+    if config.http_token is not None and (len(config.http_token) < 16 or any(c.isspace() for c in config.http_token)):
+        raise ConfigError("http_token: must be at least 16 characters without spaces "
+                          "(e.g. the output of `openssl rand -hex 16`)")
 
 
 def _check_zone(name: str) -> None:
@@ -252,7 +271,7 @@ def _readable_by_others(path: Path) -> bool:
 
 
 def _has_secrets(config: Config) -> bool:
-    return any(getattr(config, key) for key in ("mysql_password", "webserver_token")) or bool(
+    return any(getattr(config, key) for key in ("mysql_password", "webserver_token", "http_token")) or bool(
         config.redis_url and ("@" in config.redis_url or "password=" in config.redis_url))
 
 

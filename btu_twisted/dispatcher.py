@@ -232,19 +232,20 @@ class Dispatcher(service.Service):
                 self.log.warn("skipping {schedule_id} due at {due}: {late:.0f} s late, beyond "
                               "misfire_grace_secs={grace}", schedule_id=schedule_id,
                               due=iso_utc(fire_at), late=late, grace=self._grace)
-                self._stats.counts["skipped_misfires"] += 1
+                self._stats.count("skipped_misfires", self._builder.queue_name(row))
                 return Fire(schedule_id, when, None, next_when)
             return Fire(schedule_id, fire_at, self._builder.build(row, fire_at), next_when, planned=when)
         except (CronError, ScheduleError) as e:
             self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
             self._stats.problem(schedule_id, str(e))
-            self._stats.counts["errors"] += 1
+            self._stats.count("errors", self._builder.queue_name(row))
             return Fire(schedule_id, when, None, None)
 
     def _record(self, group: list[Fire], outcomes: list[str]) -> None:
         for fire, outcome in zip(group, outcomes):
             if outcome == ENQUEUED:
-                self._stats.counts["enqueued"] += 1
+                self._stats.count("enqueued", fire.job.queue)
+                self._stats.lateness.observe(max(0.0, self._clock.seconds() - fire.when))
                 self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
                               schedule_id=fire.schedule_id, due=iso_utc(fire.when),
                               job_id=fire.job.job_id, queue=fire.job.queue)

@@ -93,11 +93,14 @@ def makeService(options, reactor=None) -> service.MultiService:
     enqueuer = Enqueuer(config.effective_redis_url)
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close])
+    def in_thread(f, *a, **kw):
+        return threads.deferToThreadPool(reactor, pool, f, *a, **kw)
+
     dispatcher = Dispatcher(
         reactor, store, source, rows,
         builder_for(config),
         enqueuer,
-        lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
+        in_thread,
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
@@ -113,10 +116,24 @@ def makeService(options, reactor=None) -> service.MultiService:
                   ControlSocketService(reactor, config.socket_path, commands.control,
                                        mode=config.socket_mode, group=config.socket_file_group_owner)):
         top.addService(child)
+    if config.http_port is not None:
+        top.addService(_http_service(reactor, config, stats, enqueuer, in_thread))
     log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
              name=config.name, environment=config.environment_name, source=source.description,
              redis=_redact_url(config.effective_redis_url))
     return top
+
+
+def _http_service(reactor, config, stats, enqueuer, in_thread):
+    """The dashboard and /metrics listener (imported only when configured)."""
+    from btu_twisted.web.cockpit import Cockpit
+    from btu_twisted.web.metrics import DaemonCollector
+    from btu_twisted.web.resources import root
+    from btu_twisted.web.service import HTTPService
+
+    cockpit = Cockpit(reactor, config, stats, builder_for(config), enqueuer, in_thread,
+                      DaemonCollector(stats, reactor))
+    return HTTPService(reactor, config.http_interface, config.http_port, root(cockpit, config.http_token))
 
 
 def _check_database(config) -> None:

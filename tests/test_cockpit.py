@@ -36,6 +36,8 @@ def assert_exit(testcase, result, code: int) -> None:
 class CockpitTestCase(unittest.TestCase):
     """A daemon on a Frappe database in New York time with six schedules of every kind."""
 
+    daemon_keys: dict = {}  # extra configuration keys of the daemon
+
     @defer.inlineCallbacks
     def setUp(self):
         use_shared_servers(self)
@@ -50,7 +52,7 @@ class CockpitTestCase(unittest.TestCase):
         fs.insert_schedule(self.sql, "TS-000004", "BTU-OK", once, queue_name="long")
         fs.insert_schedule(self.sql, "TS-000005", "BTU-OK", once)
         fs.insert_schedule(self.sql, "TS-000006", "BTU-BAD", once)
-        self.daemon = start_daemon(self, self.database)
+        self.daemon = start_daemon(self, self.database, **self.daemon_keys)
         yield self.daemon.refreshed()
         self.config = self.daemon.config_path
 

@@ -9,7 +9,7 @@ from rq.job import Job
 
 from btu_twisted.cli import output
 from btu_twisted.cli.context import json_option, pass_cli
-from btu_twisted.cli.reading import fail, read_schedules, with_redis
+from btu_twisted.cli.reading import fail, read_schedule, with_redis
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.jobs import builder_for
 from btu_twisted.report.outcomes import iso, job_outcome
@@ -102,9 +102,7 @@ def queue_job_now(cli, job_id):
 @pass_cli
 def run_now_command(cli, schedule_id):
     """Enqueue a schedule's job once, now, leaving its planned fires as they are."""
-    schedule = read_schedules(cli).get(schedule_id)
-    if schedule is None:
-        fail(f"no BTU Task Schedule {schedule_id!r}")
+    schedule = read_schedule(cli, schedule_id)
     enqueuer = Enqueuer(cli.config.effective_redis_url)
     try:
         spec = run_now(enqueuer, builder_for(cli.config), schedule, cli.now())

@@ -7,10 +7,10 @@ Colour comes from click.style; click.echo drops it when stdout is not a terminal
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 import click
+
+from btu_twisted.report.times import local, utc  # noqa: F401 (the CLI's formatting, in one place)
 
 STATUS_COLOURS = {"finished": "green", "failed": "red", "stopped": "red", "canceled": "red",
                   "started": "yellow", "queued": "yellow", "expired": "bright_black",
@@ -21,24 +21,6 @@ MINUTE, HOUR, DAY = 60, 3600, 86400
 def emit_json(data) -> None:
     """The `--json` form: the same data, unformatted."""
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def local(unix: float | None, zone: str = "UTC") -> str:
-    """`2026-03-08 03:00:00 EDT` in the schedule's zone."""
-    if unix is None:
-        return "-"
-    try:
-        tz = ZoneInfo(zone)
-    except Exception:  # an unknown zone is reported elsewhere; show UTC rather than nothing
-        tz = timezone.utc
-    return datetime.fromtimestamp(unix, tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def utc(unix: float | None) -> str:
-    """`2026-03-08T07:00:00Z`."""
-    if unix is None:
-        return "-"
-    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def span(seconds: float) -> str:

@@ -22,6 +22,18 @@ def read_schedules(cli) -> dict:
         fail(f"cannot read schedules from {reader.description}: {e}")
 
 
+def read_schedule(cli, schedule_id: str):
+    """One schedule; an unknown ID or an unreadable source exits 1."""
+    reader = ScheduleReader(cli.config)
+    try:
+        schedule = reader.schedule(schedule_id)
+    except Exception as e:
+        fail(f"cannot read schedules from {reader.description}: {e}")
+    if schedule is None:
+        fail(f"no BTU Task Schedule {schedule_id!r} in {reader.description}")
+    return schedule
+
+
 def with_redis(cli, action):
     """`action(connection)` on a fresh redis-py client; a Redis error exits 1 naming the server."""
     connection = redis_client(cli.config)

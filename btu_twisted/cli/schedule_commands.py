@@ -9,7 +9,7 @@ from btu_twisted.cli import output
 from btu_twisted.cli.context import json_option, pass_cli
 from btu_twisted.jobs import builder_for
 from btu_twisted.report import outcomes, overview, snapshot
-from btu_twisted.cli.reading import fail, read_schedules, with_redis
+from btu_twisted.cli.reading import fail, read_schedule, read_schedules, with_redis
 from btu_twisted.report.connections import ScheduleReader
 
 NEXT_FIRES_SHOWN = 5
@@ -81,10 +81,7 @@ HISTORY_HEADERS = ["FIRED FOR (LOCAL)", "UTC", "WHEN", "LATE", "JOB", "QUEUE", "
 def explain_data(cli, schedule_id: str) -> dict:
     """Everything about one schedule (the data of `show`)."""
     now = cli.now()
-    rows = read_schedules(cli)
-    schedule = rows.get(schedule_id)
-    if schedule is None:
-        fail(f"no BTU Task Schedule {schedule_id!r} in {ScheduleReader(cli.config).description}")
+    schedule = read_schedule(cli, schedule_id)
     builder = builder_for(cli.config)
     planned = with_redis(cli, overview.planned_members).get(schedule_id)
     fires = with_redis(cli, lambda r: outcomes.fires(r, schedule_id, LAST_FIRES_SHOWN))

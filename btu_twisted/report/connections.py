@@ -72,6 +72,16 @@ class ScheduleReader:
             pool.close()
         return {schedule_id: rows[schedule_id] for schedule_id in ids if schedule_id in rows}
 
+    def schedule(self, schedule_id: str) -> Schedule | None:
+        """One schedule (enabled or not), or None when there is no such row."""
+        if not self._config.uses_sql:
+            return self.schedules().get(schedule_id)
+        pool = _BlockingPool(pymysql.connect(**connect_kwargs(self._config)))
+        try:
+            return _result(SQLSource(self._config, pool=pool).read([schedule_id])).get(schedule_id)
+        finally:
+            pool.close()
+
     def tasks(self) -> list[dict]:
         """Every BTU Task: name, description, function, queue, timeout."""
         if not self._config.uses_sql:
