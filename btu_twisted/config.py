@@ -8,6 +8,7 @@ is returned as a warning (never fatal), and secrets never appear in repr() or er
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import stat
 import tomllib
@@ -228,12 +229,19 @@ def parse(text: str, base_dir: Path | None = None) -> tuple[Config, list[str]]:
         elif key.startswith(_EMAIL_PREFIX):
             continue  # Rust-compatible email keys: accepted, email is not implemented.
         else:
-            warnings.append(f"unknown configuration key {key!r} ignored")
+            warnings.append(unknown_key_warning(key, _FIELDS, "configuration key"))
     if values.get("schedule_file") and base_dir is not None:
         values["schedule_file"] = str((base_dir / values["schedule_file"]).resolve())
     config = Config(**values)
     _validate(config)
     return config, warnings
+
+
+def unknown_key_warning(key: str, known, what: str) -> str:
+    """`unknown <what> 'x' ignored`, with the nearest known key suggested when one is close."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {key!r} ignored{hint}"
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -46,7 +46,8 @@ class Options(usage.Options):
         ["socket", "s", None, "control socket path (overrides socket_path)"],
         ["log-level", "l", None, "TRACE, DEBUG, INFO, WARN or ERROR (overrides tracing_level)"],
     ]
-    optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"]]
+    optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"],
+                ["check-config", None, "validate the configuration, print what is wrong, exit (0: valid)"]]
 
     def postOptions(self):
         """Load and check the configuration now, so a bad file stops twistd before it daemonizes."""
@@ -68,6 +69,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self["warnings"] = warnings
         self["config_path"] = str(path)
+        if self["check-config"]:
+            for warning in warnings:
+                sys.stderr.write(f"btu: warning: {path}: {warning}\n")
+            sys.stdout.write(f"btu: {path} is valid ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})\n")
+            raise SystemExit(0)
 
 
 def makeService(options, reactor=None) -> service.MultiService:
@@ -118,9 +124,15 @@ def makeService(options, reactor=None) -> service.MultiService:
         top.addService(child)
     if config.http_port is not None:
         top.addService(_http_service(reactor, config, stats, enqueuer, in_thread))
-    log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
-             name=config.name, environment=config.environment_name, source=source.description,
-             redis=_redact_url(config.effective_redis_url))
+    log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}; "
+             "job builder {builder}, zone {zone} (time_zone_string; a schedule's own zone or BTU "
+             "Configuration's wins), control socket {socket}, HTTP {http}; configuration {config_path}",
+             name=config.name, environment=config.environment_name,
+             source=source.description if config.uses_sql else f"schedule file {config.schedule_file}",
+             redis=_redact_url(config.effective_redis_url), builder=config.job_builder,
+             zone=config.time_zone_string, socket=config.socket_path,
+             http="off" if config.http_port is None else f"{config.http_interface}:{config.http_port}",
+             config_path=options.get("config_path"))
     return top
 
 
