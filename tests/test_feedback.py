@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 from twisted.internet import task
-from twisted.logger import globalLogPublisher
+from twisted.logger import Logger, globalLogPublisher
 from twisted.trial import unittest
 
-from btu_twisted.config import parse
+from btu_twisted.config import Config, parse
 from btu_twisted.file_source import schedule_file_warnings
+from btu_twisted.logs import journal_observer
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
 from btu_twisted.stats import Stats
@@ -88,3 +93,33 @@ class RefreshLineTests(unittest.TestCase):
         self.assertEqual((stats.last_refresh["planned"], stats.last_refresh["unplannable"]), (1, 1))
         line = next(e for e in events if e.get("log_format", "").startswith("full refresh:"))
         self.assertEqual((line["count"], line["planned"], line["unplannable"]), (2, 1, 1))
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+class ShippedFilesTests(unittest.SynchronousTestCase):
+    def test_example_config_has_every_key_and_parses(self):
+        """examples/btu_scheduler.toml parses without warnings and names every key (set or commented)."""
+        text = (EXAMPLES / "btu_scheduler.toml").read_text(encoding="utf-8")
+        _, warnings = parse(text)
+        self.assertEqual(warnings, [])
+        named = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.MULTILINE))
+        self.assertEqual({f.name for f in dataclasses.fields(Config)} - named, set())
+
+    def test_service_is_hardened(self):
+        """The systemd unit is hardened, keeps the socket in its RuntimeDirectory and logs without
+        timestamps of its own."""
+        unit = (EXAMPLES / "btu_scheduler.service").read_text(encoding="utf-8")
+        for line in ("NoNewPrivileges=true", "ProtectSystem=strict", "ProtectHome=true",
+                     "RuntimeDirectory=btu_scheduler", "--logger=btu_twisted.logs.journal_observer"):
+            self.assertIn(line, unit)
+        self.assertIn('socket_path = "/run/btu_scheduler/btu_scheduler.sock"',
+                      (EXAMPLES / "btu_scheduler.toml").read_text(encoding="utf-8"))
+
+    def test_journal_lines_have_no_timestamp(self):
+        """journal_observer writes `[namespace#level] text`, the journal adding the time."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        Logger(namespace="btu.test", observer=journal_observer()).info("hello {who}", who="ops")
+        self.assertEqual(out.getvalue(), "[btu.test#info] hello ops\n")
