@@ -127,9 +127,9 @@ class Enqueuer:
             pipe.execute()
             return outcomes
 
-    def enqueue_now(self, schedule_id: str, spec: JobSpec, when: int) -> bool:
-        """Enqueue one job outside the plan (run-now), with its history entry; False when a job
-        with its id exists already (the same manual run asked twice within one second)."""
+    def enqueue_now(self, schedule_id: str | None, spec: JobSpec, when: int) -> bool:
+        """Enqueue one job outside the plan (run-now), with its history entry (none without a
+        schedule); False when a job with its id exists already (the same run asked twice in a second)."""
         job = self._create(spec)
         with self.connection.pipeline() as pipe:
             key = Job.key_for(spec.job_id)
@@ -138,7 +138,8 @@ class Enqueuer:
                 return False
             pipe.multi()
             self._queue(spec.queue).enqueue_many([job], pipeline=pipe)
-            history.append(pipe, schedule_id, history.entry(when, spec, 0.0, manual=True))
+            if schedule_id is not None:
+                history.append(pipe, schedule_id, history.entry(when, spec, 0.0, manual=True))
             pipe.execute()
         return True
 

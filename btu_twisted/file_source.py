@@ -109,8 +109,8 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC") -> dict[str, Sche
             cron_string=str(entry.get("cron_string", "")).strip(),
             queue_name=entry.get("queue_name") or task.get("queue_name") or "default",
             function_string=task.get("function_string", ""),
-            arguments=_literal_text(task.get("arguments")),
-            argument_overrides=_literal_text(entry.get("argument_overrides")),
+            arguments=literal_text(task.get("arguments")),
+            argument_overrides=literal_text(entry.get("argument_overrides")),
             max_task_duration=need(f"tasks.{task_id}.max_task_duration",
                                    task.get("max_task_duration", DEFAULT_TASK_DURATION_SECS), int,
                                    "an integer number of seconds"),
@@ -138,7 +138,7 @@ def schedule_file_warnings(path: Path) -> list[str]:
     return found
 
 
-def _literal_text(value) -> str | None:
+def literal_text(value) -> str | None:
     """Arguments may be a TOML table or Frappe's Python-literal text; keep the text form."""
     if value is None or isinstance(value, str):
         return value

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from btu_twisted.jobs import manual_job_id
+from btu_twisted.jobs import iso_utc, manual_job_id
+from btu_twisted.schedules import DEFAULT_TASK_DURATION_SECS, Schedule
 
 
 class RunNowError(Exception):
@@ -23,4 +24,21 @@ def run_now(enqueuer, builder, schedule, now: float):
                                meta={**spec.meta, "btu_run_now": True})
     if not enqueuer.enqueue_now(schedule.schedule_id, spec, when):
         raise RunNowError(f"{schedule.schedule_id} was already run now at this second ({spec.job_id})")
+    return spec
+
+
+def run_task_now(enqueuer, builder, task: dict, now: float):
+    """Enqueue a BTU Task's job once, now, outside any schedule (`btu queue-task-now`)."""
+    when = int(now)
+    row = Schedule(schedule_id=task["task"], task_id=task["task"], cron_string="",
+                   queue_name=task["queue"] or "default", function_string=task["function"],
+                   arguments=task["arguments"], max_task_duration=task["timeout_secs"] or DEFAULT_TASK_DURATION_SECS,
+                   description=task["description"])
+    if not row.function_string:
+        raise RunNowError(f"task {task['task']} has no function_string")
+    spec = dataclasses.replace(builder.build(row, when), job_id=manual_job_id(f"task-{task['task']}", when),
+                               meta={"btu_task": task["task"], "btu_scheduled_for": iso_utc(when),
+                                     "btu_run_now": True})
+    if not enqueuer.enqueue_now(None, spec, when):
+        raise RunNowError(f"task {task['task']} was already queued now at this second ({spec.job_id})")
     return spec

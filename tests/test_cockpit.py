@@ -208,6 +208,18 @@ class ActionTests(CockpitTestCase):
         self.assertEqual(queue.job_ids, [job_id])
 
     @defer.inlineCallbacks
+    def test_queue_task_now(self):
+        """`queue-task-now` enqueues a task's job through the configured builder; a real worker runs it."""
+        result = yield self.btu("queue-task-now", "BTU-OK", "--json")
+        assert_exit(self, result, 0)
+        job_id = json.loads(result.output)["job_id"]
+        self.assertRegex(job_id, r"^btu-task-BTU-OK-\d+-now$")
+        yield threads.deferToThread(run_burst_worker, self.redis_server.url, "default")
+        shown = json.loads((yield self.btu("show-job", job_id, "--json")).output)
+        self.assertEqual((shown["status"], shown["function"]), ("finished", "tests.support.jobfuncs.noop"))
+        assert_exit(self, (yield self.btu("queue-task-now", "BTU-NOPE")), 1)
+
+    @defer.inlineCallbacks
     def test_cancel_tells_unknown_from_known(self):
         """`cancel` of a planned schedule exits 0; of one with nothing planned, exits 1."""
         result = yield self.btu("cancel", "TS-000001")

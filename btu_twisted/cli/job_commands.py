@@ -13,7 +13,9 @@ from btu_twisted.cli.reading import fail, read_schedule, with_redis
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.jobs import builder_for
 from btu_twisted.report.outcomes import iso, job_outcome
-from btu_twisted.run_now import RunNowError, run_now
+from btu_twisted.report.connections import ScheduleReader
+from btu_twisted.run_now import RunNowError, run_now, run_task_now
+from btu_twisted.schedules import ScheduleError
 
 MAX_JOBS_LISTED = 1000
 JOB_KEY_PREFIX = b"rq:job:"
@@ -119,5 +121,32 @@ def run_now_command(cli, schedule_id):
         click.echo(f"enqueued {spec.job_id} in queue {spec.queue} (planned fires unchanged)")
 
 
-run_now_command.name = "run-now"
-COMMANDS = [list_jobs, show_job, queue_job_now, run_now_command]
+@click.command("queue-task-now")
+@click.argument("task_id")
+@json_option
+@pass_cli
+def queue_task_now(cli, task_id):
+    """Enqueue a BTU Task's job once, now, through the configured job builder (no schedule)."""
+    reader = ScheduleReader(cli.config)
+    try:
+        task = next((t for t in reader.tasks() if t["task"] == task_id), None)
+    except Exception as e:
+        fail(f"cannot read tasks from {reader.description}: {e}")
+    if task is None:
+        fail(f"no BTU Task {task_id!r} in {reader.description}")
+    enqueuer = Enqueuer(cli.config.effective_redis_url)
+    try:
+        spec = run_task_now(enqueuer, builder_for(cli.config), task, cli.now())
+    except (RunNowError, ScheduleError) as e:
+        fail(str(e))
+    except Exception as e:
+        fail(f"cannot enqueue task {task_id}: {type(e).__name__}: {e}")
+    finally:
+        enqueuer.close()
+    if cli.as_json:
+        output.emit_json({"task": task_id, "job_id": spec.job_id, "queue": spec.queue, "function": spec.func})
+    else:
+        click.echo(f"enqueued {spec.job_id} in queue {spec.queue}")
+
+
+COMMANDS = [list_jobs, show_job, queue_job_now, run_now_command, queue_task_now]

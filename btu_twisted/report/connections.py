@@ -11,14 +11,14 @@ import redis
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from btu_twisted.file_source import load_schedule_file
+from btu_twisted.file_source import literal_text, load_schedule_file
 from btu_twisted.schedules import Schedule
 from btu_twisted.sql_source import SCHEDULE_TABLE, TASK_TABLE, SQLSource, connect_kwargs
 
 SOCKET_TIMEOUT_SECS = 5
 ALL_IDS_SQL = f"SELECT name FROM {SCHEDULE_TABLE} ORDER BY name"
-TASKS_SQL = (f"SELECT name, desc_short, function_string, queue_name, max_task_duration FROM {TASK_TABLE} "
-             "ORDER BY name")
+TASKS_SQL = (f"SELECT name, desc_short, function_string, queue_name, max_task_duration, arguments "
+             f"FROM {TASK_TABLE} ORDER BY name")
 
 
 def redis_client(config) -> redis.Redis:
@@ -88,7 +88,7 @@ class ScheduleReader:
             raw = tomllib.loads(Path(self._config.schedule_file).read_text(encoding="utf-8"))
             return [{"task": name, "description": task.get("desc_short", ""),
                      "function": task.get("function_string", ""), "queue": task.get("queue_name"),
-                     "timeout_secs": task.get("max_task_duration")}
+                     "timeout_secs": task.get("max_task_duration"), "arguments": literal_text(task.get("arguments"))}
                     for name, task in sorted(raw.get("tasks", {}).items())]
         connection = pymysql.connect(**connect_kwargs(self._config))
         try:
@@ -98,7 +98,8 @@ class ScheduleReader:
         finally:
             connection.close()
         return [{"task": name, "description": desc or "", "function": function or "", "queue": queue,
-                 "timeout_secs": duration} for name, desc, function, queue, duration in rows]
+                 "timeout_secs": duration, "arguments": arguments}
+                for name, desc, function, queue, duration, arguments in rows]
 
 
 def _all_ids(cursor) -> list[str]:
