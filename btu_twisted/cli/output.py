@@ -24,8 +24,10 @@ def emit_json(data) -> None:
 
 
 def span(seconds: float) -> str:
-    """A duration the way people say it: `12 s`, `3 min`, `2 h 5 min`, `3 d 4 h`."""
+    """A duration the way people say it: `12 ms`, `12 s`, `3 min`, `2 h 5 min`, `3 d 4 h`."""
     seconds = abs(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms" if seconds >= 0.001 else f"{seconds * 1000:.1f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s" if seconds % 1 else f"{int(seconds)} s"
     if seconds < MINUTE:

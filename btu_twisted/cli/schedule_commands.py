@@ -69,7 +69,7 @@ def upcoming(cli, count):
 
 def _history_rows(fires: list[dict], zone: str, now: float) -> list[list]:
     return [[output.local(f["at"], zone), output.utc(f["at"]), output.ago(f["at"], now),
-             f"{f['late_secs'] * 1000:.1f} ms" if f["late_secs"] < 1 else output.span(f["late_secs"]),
+             output.span(f["late_secs"]),
              f["job_id"], f["queue"], f["status"], output.duration(f), output.outcome_text(f)]
             for f in fires]
 
