@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -242,6 +243,13 @@ def unknown_key_warning(key: str, known, what: str) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.7)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {what} {key!r} ignored{hint}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its userinfo and any `password=` query value (README: unix://...) masked."""
+    head, at, tail = url.rpartition("@")
+    url = f"{head.split('//')[0]}//***@{tail}" if at else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def replace(config: Config, **changes: Any) -> Config:

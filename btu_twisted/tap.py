@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 
 from twisted.application import service
@@ -129,7 +128,7 @@ def makeService(options, reactor=None) -> service.MultiService:
              "Configuration's wins), control socket {socket}, HTTP {http}; configuration {config_path}",
              name=config.name, environment=config.environment_name,
              source=source.description if config.uses_sql else f"schedule file {config.schedule_file}",
-             redis=_redact_url(config.effective_redis_url), builder=config.job_builder,
+             redis=configuration.redact_url(config.effective_redis_url), builder=config.job_builder,
              zone=config.time_zone_string, socket=config.socket_path,
              http="off" if config.http_port is None else f"{config.http_interface}:{config.http_port}",
              config_path=options.get("config_path"))
@@ -159,13 +158,6 @@ def _check_database(config) -> None:
                          f"{config.mysql_user!r}: {e}\n(set startup_without_database_connections = "
                          "true to start anyway and wait for it)\n")
         raise SystemExit(1) from None
-
-
-def _redact_url(url: str) -> str:
-    """The URL with its userinfo and any `password=` query value (README: unix://...) masked."""
-    head, at, tail = url.rpartition("@")
-    url = f"{head.split('//')[0]}//***@{tail}" if at else url
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 class DaemonService(service.MultiService):

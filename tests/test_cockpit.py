@@ -149,7 +149,7 @@ class ScheduleCommandTests(CockpitTestCase):
         row = result.output.splitlines()[1]
         self.assertIn(f"btu-TS-000005-{self.due}", row)
         self.assertIn("finished", row)
-        self.assertRegex(row, r"finished\s+\d+(\.\d)? s")
+        self.assertRegex(row, r"finished\s+\d+(\.\d)? m?s ")
         ok = json.loads((yield self.btu("history", "TS-000005", "--json")).output)[0]
         self.assertEqual((ok["status"], ok["at"], ok["queue"], ok["builder"]), ("finished", self.due, "default", "python"))
         self.assertGreaterEqual(ok["duration_secs"], 0)

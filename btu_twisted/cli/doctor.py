@@ -9,7 +9,6 @@ import stat
 from zoneinfo import ZoneInfo
 
 from btu_twisted import config as configuration
-from btu_twisted.cli.reading import redacted_url
 from btu_twisted.cli.socket_client import request
 from btu_twisted.jobs import builder_for
 from btu_twisted.report import overview, queues
@@ -57,7 +56,7 @@ def _source(config):
 
 def _redis(config) -> dict:
     connection = redis_client(config)
-    url = redacted_url(config.effective_redis_url)
+    url = configuration.redact_url(config.effective_redis_url)
     try:
         connection.ping()
     except Exception as e:

@@ -98,6 +98,23 @@ def queue_job_now(cli, job_id):
         click.echo(f"queued {data['job_id']} in {data['queue']}")
 
 
+def _enqueue_now(cli, what: str, enqueue, **shown) -> None:
+    """Run `enqueue(enqueuer, builder, now)` and report the job it enqueued; errors exit 1."""
+    enqueuer = Enqueuer(cli.config.effective_redis_url)
+    try:
+        spec = enqueue(enqueuer, builder_for(cli.config), cli.now())
+    except (RunNowError, ScheduleError) as e:
+        fail(str(e))
+    except Exception as e:
+        fail(f"cannot enqueue {what}: {type(e).__name__}: {e}")
+    finally:
+        enqueuer.close()
+    if cli.as_json:
+        output.emit_json({**shown, "job_id": spec.job_id, "queue": spec.queue, "function": spec.func})
+    else:
+        click.echo(f"enqueued {spec.job_id} in queue {spec.queue}")
+
+
 @click.command("run-now")
 @click.argument("schedule_id")
 @json_option
@@ -105,20 +122,8 @@ def queue_job_now(cli, job_id):
 def run_now_command(cli, schedule_id):
     """Enqueue a schedule's job once, now, leaving its planned fires as they are."""
     schedule = read_schedule(cli, schedule_id)
-    enqueuer = Enqueuer(cli.config.effective_redis_url)
-    try:
-        spec = run_now(enqueuer, builder_for(cli.config), schedule, cli.now())
-    except RunNowError as e:
-        fail(str(e))
-    except Exception as e:
-        fail(f"cannot enqueue {schedule_id}: {type(e).__name__}: {e}")
-    finally:
-        enqueuer.close()
-    data = {"schedule_id": schedule_id, "job_id": spec.job_id, "queue": spec.queue, "function": spec.func}
-    if cli.as_json:
-        output.emit_json(data)
-    else:
-        click.echo(f"enqueued {spec.job_id} in queue {spec.queue} (planned fires unchanged)")
+    _enqueue_now(cli, schedule_id, lambda enqueuer, builder, now: run_now(enqueuer, builder, schedule, now),
+                 schedule_id=schedule_id)
 
 
 @click.command("queue-task-now")
@@ -134,19 +139,8 @@ def queue_task_now(cli, task_id):
         fail(f"cannot read tasks from {reader.description}: {e}")
     if task is None:
         fail(f"no BTU Task {task_id!r} in {reader.description}")
-    enqueuer = Enqueuer(cli.config.effective_redis_url)
-    try:
-        spec = run_task_now(enqueuer, builder_for(cli.config), task, cli.now())
-    except (RunNowError, ScheduleError) as e:
-        fail(str(e))
-    except Exception as e:
-        fail(f"cannot enqueue task {task_id}: {type(e).__name__}: {e}")
-    finally:
-        enqueuer.close()
-    if cli.as_json:
-        output.emit_json({"task": task_id, "job_id": spec.job_id, "queue": spec.queue, "function": spec.func})
-    else:
-        click.echo(f"enqueued {spec.job_id} in queue {spec.queue}")
+    _enqueue_now(cli, f"task {task_id}", lambda enqueuer, builder, now: run_task_now(enqueuer, builder, task, now),
+                 task=task_id)
 
 
 COMMANDS = [list_jobs, show_job, queue_job_now, run_now_command, queue_task_now]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from btu_twisted.config import redact_url
 from btu_twisted.report.connections import ScheduleReader, redis_client
 
 
@@ -42,12 +43,6 @@ def with_redis(cli, action):
     except click.ClickException:
         raise
     except Exception as e:
-        fail(f"cannot read Redis at {redacted_url(cli.config.effective_redis_url)}: {e}")
+        fail(f"cannot read Redis at {redact_url(cli.config.effective_redis_url)}: {e}")
     finally:
         connection.close()
-
-
-def redacted_url(url: str) -> str:
-    """A Redis URL without its userinfo (passwords stay out of messages)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}"

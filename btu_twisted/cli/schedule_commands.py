@@ -7,9 +7,9 @@ import click
 
 from btu_twisted.cli import output
 from btu_twisted.cli.context import json_option, pass_cli
+from btu_twisted.cli.reading import fail, read_schedule, read_schedules, with_redis
 from btu_twisted.jobs import builder_for
 from btu_twisted.report import outcomes, overview, snapshot
-from btu_twisted.cli.reading import fail, read_schedule, read_schedules, with_redis
 from btu_twisted.report.connections import ScheduleReader
 
 NEXT_FIRES_SHOWN = 5
