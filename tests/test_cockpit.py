@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 from click.testing import CliRunner
-from rq import Queue
+from rq import Queue, Worker
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
@@ -17,7 +18,7 @@ from btu_twisted.store import PLANNED_KEY
 from tests.support import frappe_schema as fs
 from tests.support.daemon import one_shot_cron, short_dir, start_daemon, wait_for, write_config
 from tests.support.servers import use_shared_servers
-from tests.support.workers import run_burst_worker
+from tests.support.workers import rq_executable, run_burst_worker, worker_env
 
 ZONE = "America/New_York"
 DUE_IN_SECS = 3
@@ -317,3 +318,24 @@ class ConfigurationTests(unittest.TestCase):
         """`--version` prints the package version."""
         result = CliRunner().invoke(main, ["--version"])
         self.assertEqual((result.exit_code, result.output), (0, f"btu, version {__version__}\n"))
+
+
+class HealthyDoctorTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_all_ok(self):
+        """With a valid row and a real rq worker listening on its queue, every check is OK: exit 0."""
+        use_shared_servers(self)
+        fs.insert_task(self.sql, "BTU-OK", "tests.support.jobfuncs.noop")
+        fs.insert_schedule(self.sql, "TS-000001", "BTU-OK", "0 4 * * *")
+        daemon = start_daemon(self, self.database)
+        yield daemon.refreshed()
+        worker = subprocess.Popen([rq_executable(), "worker", "--url", self.redis_server.url, "default"],
+                                  env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        self.addCleanup(worker.wait)
+        self.addCleanup(worker.kill)
+        yield wait_for(lambda: Worker.count(connection=self.redis) > 0, 30, "the rq worker to register")
+        result = yield invoke("--config", daemon.config_path, "doctor")
+        assert_exit(self, result, 0)
+        self.assertEqual([line.split()[0] for line in result.output.splitlines()], ["OK"] * 7)
+        self.assertIn("workers: default: 1", result.output)
