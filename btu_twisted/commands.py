@@ -54,7 +54,7 @@ def _iso(when: float) -> str:
 class Commands:
     """Handlers bound to the running daemon's parts."""
 
-    def __init__(self, clock, queue, store, refresher, stats, config, control=None):
+    def __init__(self, clock, queue, store, refresher, stats, config, control=None, source: str | None = None):
         self._clock = clock
         self._queue = queue
         self._store = store
@@ -62,6 +62,7 @@ class Commands:
         self._stats = stats
         self._config = config
         self.control = control  # the ControlFactory, set once built (for its connection count)
+        self._source = source   # where schedules come from ("MariaDB", "schedule file <path>")
 
     def handlers(self) -> dict:
         """request_type -> handler, as ControlFactory expects."""
@@ -113,6 +114,8 @@ class Commands:
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
             "socket_connections": self.control.open_connections if self.control else None,
+            "source": self._source,
+            "job_builder": self._config.job_builder,
             "planned_schedules": None,
             "next_due": None,
         }

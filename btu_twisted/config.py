@@ -97,6 +97,11 @@ class Config:
         """True when schedules come from MariaDB rather than a schedule file."""
         return self.schedule_file is None
 
+    @property
+    def schedule_source(self) -> str:
+        """Where schedules come from, as `status`, the CLI and the start-up log name it."""
+        return "MariaDB" if self.uses_sql else f"schedule file {self.schedule_file}"
+
     def redacted(self) -> dict[str, Any]:
         """All settings as a dict, secrets replaced by '***' (for status output and logs)."""
         out = dataclasses.asdict(self)

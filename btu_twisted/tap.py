@@ -112,7 +112,8 @@ def makeService(options, reactor=None) -> service.MultiService:
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
-    commands = Commands(reactor, queue, store, refresher, stats, config)
+    commands = Commands(reactor, queue, store, refresher, stats, config,
+                        source=config.schedule_source)
     commands.control = ControlFactory(
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
         idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
@@ -127,7 +128,7 @@ def makeService(options, reactor=None) -> service.MultiService:
              "job builder {builder}, zone {zone} (time_zone_string; a schedule's own zone or BTU "
              "Configuration's wins), control socket {socket}, HTTP {http}; configuration {config_path}",
              name=config.name, environment=config.environment_name,
-             source=source.description if config.uses_sql else f"schedule file {config.schedule_file}",
+             source=config.schedule_source,
              redis=configuration.redact_url(config.effective_redis_url), builder=config.job_builder,
              zone=config.time_zone_string, socket=config.socket_path,
              http="off" if config.http_port is None else f"{config.http_interface}:{config.http_port}",

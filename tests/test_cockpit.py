@@ -89,7 +89,7 @@ class StatusTests(CockpitTestCase):
         self.assertEqual(data["counts"], {"schedules": 6, "enabled": 5, "planned": 1, "unplannable": 4})
         self.assertEqual({q["queue"]: (q["jobs"], q["workers"]) for q in data["queues"]},
                          {"default": (0, 0), "long": (1, 0)})
-        self.assertEqual(data["daemon"]["name"], "btu test daemon")
+        self.assertEqual((data["daemon"]["name"], data["daemon"]["source"]), ("btu test daemon", "MariaDB"))
 
     @defer.inlineCallbacks
     def test_daemon_down(self):

@@ -57,7 +57,7 @@ class ScheduleReader:
 
     def __init__(self, config):
         self._config = config
-        self.description = "MariaDB" if config.uses_sql else f"schedule file {config.schedule_file}"
+        self.description = config.schedule_source
 
     def schedules(self) -> dict[str, Schedule]:
         """{schedule_id: Schedule} of every schedule, sorted by ID."""
