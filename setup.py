@@ -1,6 +1,6 @@
 """Packaging for btu_twisted: the Twisted scheduler daemon for BTU (Frappe) and Python RQ."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="btu_twisted",
@@ -9,8 +9,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["btu_twisted", "btu_twisted.*"]) + ["twisted.plugins"],
-    package_data={"btu_twisted": ["data/*.toml"], "twisted": ["plugins/btu_plugin.py"]},
+    # Namespace discovery so the data directories (btu_twisted.data, btu_twisted.web.static) are
+    # packages too: setuptools warns about importable directories left out of `packages`.
+    packages=find_namespace_packages(include=["btu_twisted", "btu_twisted.*"],
+                                     exclude=["*.__pycache__"]) + ["twisted.plugins"],
+    package_data={"btu_twisted.data": ["*.toml"], "btu_twisted.web.static": ["*"],
+                  "twisted": ["plugins/btu_plugin.py"]},
     include_package_data=True,
     install_requires=[
         "twisted>=23.8",
@@ -20,8 +24,9 @@ setup(
         "pymysql>=1.0",
         "tzdata",
         "click>=8.0",
+        "prometheus_client>=0.17",
     ],
     extras_require={"test": ["hypothesis>=6.80", "croniter>=2.0,<8"]},
-    entry_points={"console_scripts": ["btu-ctl = btu_twisted.cli:main"]},
+    entry_points={"console_scripts": ["btu = btu_twisted.cli:main", "btu-ctl = btu_twisted.cli:main"]},
     zip_safe=False,
 )

@@ -25,6 +25,8 @@ MAX_LISTED = 1000          # upper bound for `upcoming` and `preview_cron` count
 # `status` lists this many unplannable schedules (and says how many there are): a reply stays a
 # few tens of KiB, which the socket's kernel buffer takes whole even from a client that never reads.
 MAX_UNPLANNABLE_LISTED = 100
+CANCELLED_REPLY = "Successfully cancelled BTU Task Schedule {schedule_id} in Python RQ."
+NOT_CANCELLED_REPLY = "BTU Task Schedule {schedule_id} had no planned fire in Python RQ; nothing to cancel."
 
 log = Logger(observer=OBSERVER)
 
@@ -56,7 +58,8 @@ def _iso(when: float) -> str:
 class Commands:
     """Handlers bound to the running daemon's parts."""
 
-    def __init__(self, clock, queue, store, refresher, stats, config, control=None, rows=None):
+    def __init__(self, clock, queue, store, refresher, stats, config, control=None, rows=None,
+                 source: str | None = None):
         self._clock = clock
         self._rows = rows if rows is not None else {}  # the planner's RowCache: each schedule's zone
         self._queue = queue
@@ -65,6 +68,7 @@ class Commands:
         self._stats = stats
         self._config = config
         self.control = control  # the ControlFactory, set once built (for its connection count)
+        self._source = source   # where schedules come from ("MariaDB", "schedule file <path>")
 
     def handlers(self) -> dict:
         """request_type -> handler, as ControlFactory expects."""
@@ -92,11 +96,13 @@ class Commands:
         """Remove exactly this schedule's planned fire."""
         schedule_id = _schedule_id(content)
         try:
-            yield self._store.cancel([schedule_id])
+            removed = yield self._store.cancel([schedule_id])
         except Exception as e:
             raise RequestError(f"could not cancel {schedule_id}: Redis unavailable ({e})") from None
+        if not removed:  # not the success text, so `btu cancel` (and the app's user) can tell
+            return NOT_CANCELLED_REPLY.format(schedule_id=schedule_id)
         log.info("cancelled {schedule_id} on request", schedule_id=schedule_id)
-        return f"Successfully cancelled BTU Task Schedule {schedule_id} in Python RQ."
+        return CANCELLED_REPLY.format(schedule_id=schedule_id)
 
     @defer.inlineCallbacks
     def status(self, _content):
@@ -117,6 +123,7 @@ class Commands:
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
             "socket_connections": self.control.open_connections if self.control else None,
+            "source": self._source,
             "planned_schedules": None,
             "next_due": None,
             "zones": _zone_counts(self._rows),

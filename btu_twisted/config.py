@@ -8,7 +8,9 @@ is returned as a warning (never fatal), and secrets never appear in repr() or er
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ DEFAULT_CONFIG_PATH = "/etc/btu_scheduler/btu_scheduler.toml"
 CONFIG_ENV_VAR = "BTU_SCHEDULER_CONFIG"
 EMBEDDED_CONFIG = Path(__file__).parent / "data" / "embedded.toml"
 
-SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url"})
+SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url",
+                         "http_token"})
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 JOB_BUILDERS = ("auto", "btu", "btu-web", "frappe", "python")
 
@@ -80,6 +83,10 @@ class Config:
     disable_redis_rpc: bool = False    # the Redis RPC listener of BTU 15.1.1+ (DESIGN §6b)
     disable_unix_socket: bool = False  # the unix socket of BTU <= 15.1.0
     tcp_socket_port: int = 0           # a loopback TCP listener with the socket's protocol; 0 = off
+    # --- operator's cockpit: HTTP dashboard and /metrics (issue 11) ---------------------------
+    http_port: int | None = None          # off unless set; 0 picks a free port (logged)
+    http_interface: str = "127.0.0.1"     # loopback: the dashboard is for the operator's machine
+    http_token: str | None = _secret()    # Bearer token for actions (run now); none: read-only
     # --- where each setting came from (issue 8 item 7) ------------------------------------------
     # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
     # keys absent from it have their default. Shown by the start-up log, never with values.
@@ -99,6 +106,11 @@ class Config:
     def uses_sql(self) -> bool:
         """True when schedules come from MariaDB rather than a schedule file."""
         return self.schedule_file is None
+
+    @property
+    def schedule_source(self) -> str:
+        """Where schedules come from, as `status`, the CLI and the start-up log name it."""
+        return "MariaDB" if self.uses_sql else f"schedule file {self.schedule_file}"
 
     def redacted(self) -> dict[str, Any]:
         """All settings as a dict, secrets replaced by '***' (for status output and logs)."""
@@ -148,6 +160,8 @@ def _coerce(key: str, value: Any) -> Any:
         if not 0 <= value <= 0o777:
             raise ConfigError(f"socket_mode: {oct(value)} is not a file mode")
         return value
+    if key == "http_port":  # an int whose default (None) means "off"
+        return _expect(key, value, int)
     default = _FIELDS[key].default
     if isinstance(default, bool):
         return _expect(key, value, bool)
@@ -214,6 +228,18 @@ def _validate_builders(config: Config) -> None:
     if config.job_builder == "btu-web" and not config.webserver_token:
         raise ConfigError("webserver_token: required when job_builder is 'btu-web' (the Frappe API "
                           "token, \"token <api key>:<api secret>\")")
+    _validate_http(config)
+
+
+def _validate_http(config: Config) -> None:
+    """The HTTP listener's port, interface and token."""
+    if config.http_port is not None and not 0 <= config.http_port < 65536:
+        raise ConfigError(f"http_port: {config.http_port} is not a TCP port (0 picks a free one)")
+    if not config.http_interface.strip():
+        raise ConfigError("http_interface: must be an address to listen on, e.g. \"127.0.0.1\"")
+    if config.http_token is not None and (len(config.http_token) < 16 or any(c.isspace() for c in config.http_token)):
+        raise ConfigError("http_token: must be at least 16 characters without spaces "
+                          "(e.g. the output of `openssl rand -hex 16`)")
 
 
 def _check_zone(name: str) -> None:
@@ -249,7 +275,7 @@ def parse(text: str, base_dir: Path | None = None,
         elif key in environment.PY_KEYS:
             file_aliases[key] = value
         else:
-            warnings.append(f"unknown configuration key {key!r} ignored")
+            warnings.append(unknown_key_warning(key, _FIELDS, "configuration key"))
     try:
         layers = environment.layers(file_aliases, environ or {}, set(_FIELDS))
     except ValueError as e:
@@ -309,6 +335,18 @@ def _with_origin(message: str, origins: dict[str, str]) -> str:
     key = message.split(":", 1)[0]
     origin = origins.get(key)
     return f"{message} (set by {origin})" if origin and origin != "file" else message
+def unknown_key_warning(key: str, known, what: str) -> str:
+    """`unknown <what> 'x' ignored`, with the nearest known key suggested when one is close."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {key!r} ignored{hint}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its userinfo and any `password=` query value (README: unix://...) masked."""
+    head, at, tail = url.rpartition("@")
+    url = f"{head.split('//')[0]}//***@{tail}" if at else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def replace(config: Config, **changes: Any) -> Config:
@@ -352,7 +390,7 @@ def _readable_by_others(path: Path) -> bool:
 
 
 def _has_secrets(config: Config) -> bool:
-    return any(getattr(config, key) for key in ("mysql_password", "webserver_token")) or bool(
+    return any(getattr(config, key) for key in ("mysql_password", "webserver_token", "http_token")) or bool(
         config.redis_url and ("@" in config.redis_url or "password=" in config.redis_url))
 
 

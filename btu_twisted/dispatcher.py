@@ -250,17 +250,17 @@ class Dispatcher(service.Service):
                 self.log.warn("skipping {schedule_id} due at {due}: {late:.0f} s late, beyond "
                               "misfire_grace_secs={grace}", schedule_id=schedule_id,
                               due=iso_utc(fire_at), late=late, grace=self._grace)
-                self._stats.counts["skipped_misfires"] += 1
+                self._stats.count("skipped_misfires", self._builder.queue_for(row))
                 return Fire(schedule_id, when, None, next_when)
             return _ToBuild(row, Fire(schedule_id, fire_at, None, next_when, planned=when))
         except (CronError, ScheduleError) as e:
-            return self._unusable(Fire(schedule_id, when, None, None), e)
+            return self._unusable(Fire(schedule_id, when, None, None), e, row)
 
-    def _unusable(self, fire: Fire, error: Exception) -> Fire:
+    def _unusable(self, fire: Fire, error: Exception, row) -> Fire:
         """A row that cannot be dispatched: reported; its member is dropped, nothing is planned."""
         self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=fire.schedule_id, reason=error)
         self._stats.problem(fire.schedule_id, str(error))
-        self._stats.counts["errors"] += 1
+        self._stats.count("errors", self._builder.queue_for(row))
         return replace(fire, job=None, next_when=None)
 
     @defer.inlineCallbacks
@@ -284,13 +284,14 @@ class Dispatcher(service.Service):
             elif isinstance(outcome, Retry):
                 self._parked[fire.member] = outcome.at
             else:
-                fires.append(self._unusable(fire, outcome))
+                fires.append(self._unusable(fire, outcome, item.row))
         return fires
 
     def _record(self, group: list[Fire], outcomes: list[str]) -> None:
         for fire, outcome in zip(group, outcomes):
             if outcome == ENQUEUED:
-                self._stats.counts["enqueued"] += 1
+                self._stats.count("enqueued", fire.job.queue)
+                self._stats.lateness.observe(max(0.0, self._clock.seconds() - fire.when))
                 self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
                               schedule_id=fire.schedule_id, due=iso_utc(fire.when),
                               job_id=fire.job.job_id, queue=fire.job.queue)

@@ -2,8 +2,8 @@
 """Enqueue due fires into RQ exactly once: one Redis transaction per batch, run in a thread.
 
 For each fire the transaction writes the RQ job (with the `rq` library, hash before push), moves
-the schedule's watermark `btu_scheduler:last_fire:<id>` to the fire instant, and replaces the fired
-member with the next one. WATCHing the watermarks makes the claim atomic: a fire at or before its
+the schedule's watermark `btu_scheduler:last_fire:<id>` to the fire instant, records the fire in its
+history (`history.py`), and replaces the fired member with the next one. WATCHing the watermarks makes the claim atomic: a fire at or before its
 schedule's watermark was already enqueued (by this daemon before a crash, or by a peer) and is
 skipped, and a crash at any instruction leaves either all of a batch's effects or none.
 """
@@ -20,6 +20,7 @@ from redis.retry import Retry
 from rq import Callback, Queue
 from rq.job import Job
 
+from btu_twisted import history
 from btu_twisted.builders import JobSpec
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
 
@@ -108,6 +109,7 @@ class Enqueuer:
             if delay > 0:
                 self._sleep(delay)
             pipe.multi()
+            late = self._now() - not_before
             outcomes, advance = [], []
             for fire, key, watermark in zip(fires, keys, watermarks):
                 if watermark is not None and int(watermark) >= fire.when:
@@ -123,11 +125,28 @@ class Enqueuer:
                         # compressed as rq writes it, inside the same transaction.
                         pipe.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
                     pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
+                    history.append(pipe, fire.schedule_id, history.entry(fire.when, fire.job, late))
                     outcomes.append(ENQUEUED)
                 advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
             pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
             pipe.execute()
             return outcomes
+
+    def enqueue_now(self, schedule_id: str | None, spec: JobSpec, when: int) -> bool:
+        """Enqueue one job outside the plan (run-now), with its history entry (none without a
+        schedule); False when a job with its id exists already (the same run asked twice in a second)."""
+        job = self._create(spec)
+        with self.connection.pipeline() as pipe:
+            key = Job.key_for(spec.job_id)
+            pipe.watch(key)
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            self._queue(spec.queue).enqueue_many([job], pipeline=pipe)
+            if schedule_id is not None:
+                history.append(pipe, schedule_id, history.entry(when, spec, 0.0, manual=True))
+            pipe.execute()
+        return True
 
     @staticmethod
     def _create(spec: JobSpec):

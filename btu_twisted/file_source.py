@@ -26,11 +26,21 @@ import tomllib
 from pathlib import Path
 
 from twisted.internet import defer, threads
+from twisted.logger import Logger
 
 from btu_twisted import zones
 from btu_twisted.frequencies import STRUCTURED_FIELD_NAMES, StructuredFields, is_structured
+from btu_twisted.config import unknown_key_warning
+from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import DEFAULT_TASK_DURATION_SECS, Schedule
 from btu_twisted.schema import FILE_SCHEMA
+
+TOP_KEYS = frozenset({"time_zone", "tasks", "schedules"})
+TASK_KEYS = frozenset({"function_string", "arguments", "max_task_duration", "desc_short", "desc_long",
+                       "queue_name"})
+SCHEDULE_KEYS = frozenset({"task", "cron_string", "queue_name", "argument_overrides", "enabled"})
+
+log = Logger(observer=OBSERVER)
 
 
 class ScheduleFileError(ValueError):
@@ -76,6 +86,8 @@ class FileSource:
         version = (st.st_mtime_ns, st.st_size, st.st_ino)
         if self._cache is None or self._cache[0] != version:
             self._cache = (version, load_schedule_file(self.path, *self._fallback_zone))
+            for problem in schedule_file_warnings(self.path):  # once per version of the file
+                log.warn("{path}: {problem}", path=str(self.path), problem=problem)
         return self._cache[1]
 
 
@@ -117,8 +129,8 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC",
             cron_string=str(entry.get("cron_string", "")).strip(),
             queue_name=entry.get("queue_name") or task.get("queue_name") or "default",
             function_string=task.get("function_string", ""),
-            arguments=_literal_text(task.get("arguments")),
-            argument_overrides=_literal_text(entry.get("argument_overrides")),
+            arguments=literal_text(task.get("arguments")),
+            argument_overrides=literal_text(entry.get("argument_overrides")),
             max_task_duration=need(f"tasks.{task_id}.max_task_duration",
                                    task.get("max_task_duration", DEFAULT_TASK_DURATION_SECS), int,
                                    "an integer number of seconds"),
@@ -135,7 +147,23 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC",
     return schedules
 
 
-def _literal_text(value) -> str | None:
+def schedule_file_warnings(path: Path) -> list[str]:
+    """Keys of the schedule file that nothing reads (typos), each with the nearest known key."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []  # load_schedule_file reports these as errors
+    found = [unknown_key_warning(key, TOP_KEYS, "key") for key in raw if key not in TOP_KEYS]
+    for table, known in (("tasks", TASK_KEYS), ("schedules", SCHEDULE_KEYS)):
+        entries = raw.get(table)
+        for name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            if isinstance(entry, dict):
+                found += [unknown_key_warning(key, known, f"key of {table}.{name}:")
+                          for key in entry if key not in known]
+    return found
+
+
+def literal_text(value) -> str | None:
     """Arguments may be a TOML table or Frappe's Python-literal text; keep the text form."""
     if value is None or isinstance(value, str):
         return value

@@ -19,3 +19,20 @@ OBSERVER = FilteringLogObserver(lambda event: globalLogPublisher(event), [_PREDI
 def set_level(name: str) -> None:
     """Apply a Rust-style level name (TRACE, DEBUG, INFO, WARN, ERROR)."""
     _PREDICATE.setLogLevelForNamespace("", _LEVELS[name.upper()])
+
+
+def journal_observer():
+    """A stdout observer without timestamps, for `twistd --logger btu_twisted.logs.journal_observer`
+    under systemd, whose journal stamps every line itself (no double timestamps)."""
+    import sys
+
+    from twisted.logger import FileLogObserver, formatEvent
+
+    def line(event) -> str:
+        text = formatEvent(event)
+        if "log_failure" in event:
+            text += "\n" + event["log_failure"].getTraceback()
+        level = event.get("log_level")
+        return f"[{event.get('log_namespace', '-')}#{level.name if level else '-'}] {text}\n"
+
+    return FileLogObserver(sys.stdout, line)

@@ -93,9 +93,13 @@ class Refresher(service.Service):
             self.log.warn("full refresh could not update Redis ({error}); retrying", error=e)
             return False
         took = self._clock.seconds() - started
-        self._stats.last_refresh = {"at": started, "schedules": len(ids), "seconds": round(took, 3)}
-        self.log.info("full refresh: {count} enabled schedules planned in {took:.3f} s",
-                      count=len(ids), took=took)
+        unplannable = sum(1 for schedule_id in ids if schedule_id in self._stats.problems)
+        self._stats.last_refresh = {"at": started, "schedules": len(ids), "planned": len(ids) - unplannable,
+                                    "unplannable": unplannable, "seconds": round(took, 3)}
+        # Counted, not assumed: "9 planned" while all 9 were unplannable misled operators.
+        self.log.info("full refresh: {count} enabled schedules, {planned} planned, {unplannable} "
+                      "unplannable (`btu status` says why) in {took:.3f} s", count=len(ids),
+                      planned=len(ids) - unplannable, unplannable=unplannable, took=took)
         return True
 
     @defer.inlineCallbacks

@@ -27,6 +27,25 @@ class Health:
         return {"up": self.up, "since": self.since, "error": self.error}
 
 
+LATENESS_BUCKETS_SECS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
+
+
+@dataclass
+class Lateness:
+    """A histogram of enqueue lateness (fire instant to the transaction's return), in seconds."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENESS_BUCKETS_SECS))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(LATENESS_BUCKETS_SECS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+
 @dataclass
 class Stats:
     """Everything `status` shows that is not read live from Redis."""
@@ -38,6 +57,13 @@ class Stats:
     redis: Health = field(default_factory=Health)
     last_refresh: dict | None = None
     job_builder: dict | None = None  # {"kind", "reason"}: which job builder runs, and why
+    by_queue: Counter = field(default_factory=Counter)  # (event, queue) -> count, for /metrics
+    lateness: Lateness = field(default_factory=Lateness)
+
+    def count(self, event: str, queue: str) -> None:
+        """Count one dispatch event (enqueued, skipped_misfires, errors) in total and for its queue."""
+        self.counts[event] += 1
+        self.by_queue[event, queue] += 1
 
     def problem(self, schedule_id: str, reason: str | None) -> None:
         """Record (or, with None, clear) why a schedule cannot be planned."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 
 from twisted.application import service
@@ -47,7 +46,8 @@ class Options(usage.Options):
         ["socket", "s", None, "control socket path (overrides socket_path)"],
         ["log-level", "l", None, "TRACE, DEBUG, INFO, WARN or ERROR (overrides tracing_level)"],
     ]
-    optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"]]
+    optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"],
+                ["check-config", None, "validate the configuration, print what is wrong, exit (0: valid)"]]
 
     def postOptions(self):
         """Load and check the configuration now, so a bad file stops twistd before it daemonizes."""
@@ -69,6 +69,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self["warnings"] = warnings
         self["config_path"] = str(path)
+        if self["check-config"]:
+            for warning in warnings:
+                sys.stderr.write(f"btu: warning: {path}: {warning}\n")
+            sys.stdout.write(f"btu: {path} is valid ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})\n")
+            raise SystemExit(0)
 
 
 def makeService(options, reactor=None) -> service.MultiService:
@@ -95,16 +100,20 @@ def makeService(options, reactor=None) -> service.MultiService:
     builder = make_builder(config.job_builder, config, reactor, source, stats)
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close, builder.close])
+
+    def in_thread(f, *a, **kw):
+        return threads.deferToThreadPool(reactor, pool, f, *a, **kw)
+
     dispatcher = Dispatcher(
-        reactor, store, source, rows, builder, enqueuer,
-        lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
+        reactor, store, source, rows, builder, enqueuer, in_thread,
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
-    commands = Commands(reactor, queue, store, refresher, stats, config, rows=rows)
+    commands = Commands(reactor, queue, store, refresher, stats, config, rows=rows,
+                        source=config.schedule_source)
     try:
         channels = control_channels(reactor, config, commands)
     except ListenerError as e:  # before twistd forks: one line and exit 1, in -n and daemon mode
@@ -114,11 +123,39 @@ def makeService(options, reactor=None) -> service.MultiService:
         top.addService(builder)
     for child in (planner, dispatcher, refresher, *channels):
         top.addService(child)
-    log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
-             name=config.name, environment=config.environment_name, source=source.description,
-             redis=_redact_url(config.effective_redis_url))
+    if config.http_port is not None:
+        top.addService(_http_service(reactor, config, stats, enqueuer, in_thread))
+    log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}; "
+             "job builder {builder}, zone {zone} (time_zone_string; a schedule's own zone or BTU "
+             "Configuration's wins), control channels {channels}, HTTP {http}; configuration {config_path}",
+             name=config.name, environment=config.environment_name,
+             source=config.schedule_source,
+             redis=configuration.redact_url(config.effective_redis_url), builder=config.job_builder,
+             zone=config.time_zone_string, channels=_channel_summary(config),
+             http="off" if config.http_port is None else f"{config.http_interface}:{config.http_port}",
+             config_path=options.get("config_path"))
     log.info("settings: {origins}", origins=environment.describe(config.origins))
     return top
+
+
+def _channel_summary(config) -> str:
+    """The control channels a configuration enables, for the start-up line."""
+    channels = [] if config.disable_unix_socket else [f"socket {config.socket_path}"]
+    channels += [] if config.disable_redis_rpc else ["Redis RPC"]
+    channels += [f"TCP 127.0.0.1:{config.tcp_socket_port}"] if config.tcp_socket_port else []
+    return ", ".join(channels) or "none"
+
+
+def _http_service(reactor, config, stats, enqueuer, in_thread):
+    """The dashboard and /metrics listener (imported only when configured)."""
+    from btu_twisted.web.cockpit import Cockpit
+    from btu_twisted.web.metrics import DaemonCollector
+    from btu_twisted.web.resources import root
+    from btu_twisted.web.service import HTTPService
+
+    cockpit = Cockpit(reactor, config, stats, enqueuer, in_thread,
+                      DaemonCollector(stats, reactor))
+    return HTTPService(reactor, config.http_interface, config.http_port, root(cockpit, config.http_token))
 
 
 def _check_database(config) -> None:
@@ -132,13 +169,6 @@ def _check_database(config) -> None:
                          f"{config.mysql_user!r}: {e}\n(set startup_without_database_connections = "
                          "true to start anyway and wait for it)\n")
         raise SystemExit(1) from None
-
-
-def _redact_url(url: str) -> str:
-    """The URL with its userinfo and any `password=` query value (README: unix://...) masked."""
-    head, at, tail = url.rpartition("@")
-    url = f"{head.split('//')[0]}//***@{tail}" if at else url
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 class DaemonService(service.MultiService):

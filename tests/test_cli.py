@@ -1,7 +1,9 @@
 """btu-ctl: offline cron preview and requests to a live control socket."""
 
 import json
+import os
 import tempfile
+from pathlib import Path
 
 from click.testing import CliRunner
 from twisted.internet import reactor, threads
@@ -10,6 +12,8 @@ from twisted.trial import unittest
 from btu_twisted.cli import main
 from btu_twisted.channels.text_protocol import ControlFactory, RequestError
 from btu_twisted.channels.unix_socket import ControlSocketService
+
+EMBEDDED_SCHEDULES = Path(__file__).parent.parent / "btu_twisted" / "data" / "embedded_schedules.toml"
 
 
 class PreviewTests(unittest.TestCase):
@@ -60,10 +64,16 @@ class SocketCommandTests(unittest.TestCase):
         result = await self.invoke("ping")
         self.assertEqual((result.exit_code, result.output), (0, "pong\n"))
 
-    async def test_status_is_pretty_json(self):
-        """`btu-ctl status` prints the JSON reply indented."""
-        result = await self.invoke("status")
-        self.assertEqual(json.loads(result.output), {"uptime_secs": 1.5})
+    async def test_status_json_holds_the_daemon_report(self):
+        """`btu --json status` holds the daemon's own status reply (and exits 1: its Redis is down)."""
+        config = os.path.join(os.path.dirname(self.path), "btu.toml")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(f'schedule_file = "{EMBEDDED_SCHEDULES}"\njob_builder = "python"\n'
+                    f'redis_url = "unix://{self.path}.no-redis"\n')
+        result = await threads.deferToThread(CliRunner().invoke, main,
+                                             ["--config", config, "--socket", self.path, "--json", "status"])
+        self.assertEqual(json.loads(result.output)["daemon"], {"uptime_secs": 1.5})
+        self.assertEqual(result.exit_code, 1)
 
     async def test_error_reply_exits_nonzero(self):
         """An `Error:` reply makes btu-ctl exit 1."""

@@ -43,8 +43,11 @@ class FakeStore:
         return defer.fail(self.error) if self.error else defer.succeed(value)
 
     def cancel(self, schedule_ids):
+        """Removes those schedules' members, answering how many (as the store's script does)."""
         self.cancelled.append(list(schedule_ids))
-        return self._answer(len(schedule_ids))
+        kept = [m for m in self.members if m[0].rpartition("|")[0] not in schedule_ids]
+        removed, self.members = len(self.members) - len(kept), kept
+        return self._answer(removed)
 
     def count(self):
         return self._answer(len(self.members))
@@ -174,6 +177,11 @@ class CancelTaskScheduleTests(CommandsTestCase):
         """The reply is the Rust daemon's text."""
         self.assertEqual(self.reply("cancel_task_schedule", "TS-000001"),
                          "Successfully cancelled BTU Task Schedule TS-000001 in Python RQ.")
+
+    def test_reply_when_nothing_was_planned(self):
+        """Cancelling a schedule with no planned fire does not claim success."""
+        self.assertEqual(self.reply("cancel_task_schedule", "TS-NONE"),
+                         "BTU Task Schedule TS-NONE had no planned fire in Python RQ; nothing to cancel.")
 
     def test_cancels_exactly_that_id(self):
         """The store is asked to cancel that one ID."""

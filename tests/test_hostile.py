@@ -489,7 +489,8 @@ class FuzzedSocketTests(HostileTestCase):
                                                 "request_content": schedule_id})]).decode("utf-8")
             shown = schedule_id.encode("utf-8", "backslashreplace").decode("utf-8")
             if request_type == "cancel_task_schedule":
-                self.assertEqual(reply, f"Successfully cancelled BTU Task Schedule {shown} in Python RQ.")
+                self.assertEqual(reply, f"BTU Task Schedule {shown} had no planned fire in Python RQ; "
+                                        "nothing to cancel.")
             else:
                 self.assertIn(reply, [f"{CREATE_REPLY.format(shown)} {suffix}"
                                       for suffix in (NO_SUCH, BACKGROUND)])

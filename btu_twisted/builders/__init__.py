@@ -44,6 +44,7 @@ class JobSpec:
     meta: dict = field(default_factory=dict)
     data: bytes | None = field(default=None, repr=False)
     on_failure: str | None = None
+    builder: str = ""  # the job builder that made it (kept in the fire history)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,12 @@ def job_id(schedule_id: str, when: int) -> str:
     return f"{JOB_ID_PREFIX}-{escaped}-{when}"
 
 
+def manual_job_id(schedule_id: str, when: int) -> str:
+    """The id of a run-now job: `job_id` plus `-now`, so it never equals a planned fire's id
+    (those end in digits)."""
+    return f"{job_id(schedule_id, when)}-now"
+
+
 def iso_utc(when: int) -> str:
     """A unix instant as ISO 8601 UTC ending in Z (the `btu_scheduled_for` meta value)."""
     return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -95,6 +102,10 @@ class LocalBuilder:
     def queue_name(self, queue_name: str) -> str:
         """The RQ queue for a BTU queue name, through `queue_name_template`."""
         return self._template.format(queue_name=queue_name)
+
+    def queue_for(self, schedule: Schedule) -> str:
+        """The RQ queue this builder's jobs of `schedule` go to."""
+        return self.queue_name(schedule.queue_name)
 
     def build(self, schedule: Schedule, when: int) -> JobSpec:
         """The job for `schedule` firing at unix second `when` (raises ScheduleError on bad rows)."""

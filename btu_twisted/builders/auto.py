@@ -80,6 +80,10 @@ class AutoBuilder(service.Service):
         outcomes = yield self._chosen.build_batch(fires)
         return outcomes
 
+    def queue_for(self, schedule) -> str:
+        """The chosen builder's queue; the schedule's own queue name until the schema is known."""
+        return self._chosen.queue_for(schedule) if self._chosen is not None else schedule.queue_name
+
     def _resolve(self) -> defer.Deferred:
         """Read the schema (one read at a time); on failure, read it again later with back-off."""
         if self._chosen is not None or self._unusable is not None:

@@ -40,7 +40,7 @@ class BtuBuilder(LocalBuilder):
         rq_job_id = job_id(schedule.schedule_id, when)
         return JobSpec(
             job_id=rq_job_id,
-            queue=self.queue_name(schedule.task_queue_name or schedule.queue_name),
+            queue=self.queue_for(schedule),
             func=FRAPPE_EXECUTE_JOB,
             kwargs={"site": self._site, "user": self._user, "method": BTU_RUN_TASK, "event": None,
                     "job_name": schedule.description, "is_async": True,
@@ -50,7 +50,12 @@ class BtuBuilder(LocalBuilder):
             description=schedule.description or schedule.task_id,
             meta=job_meta(schedule, when),
             on_failure=BTU_ON_FAILURE,
+            builder=self.kind,
         )
+
+    def queue_for(self, schedule: Schedule) -> str:
+        """BTU's own enqueue uses the task's queue, the schedule's only when the task has none."""
+        return self.queue_name(schedule.task_queue_name or schedule.queue_name)
 
     @defer.inlineCallbacks
     def build_batch(self, fires: list[tuple[Schedule, int]]):

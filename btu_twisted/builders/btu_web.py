@@ -109,14 +109,19 @@ class BtuWebBuilder:
         self._backoff.pop(schedule.schedule_id, None)
         return JobSpec(
             job_id=job_id(schedule.schedule_id, when),
-            queue=self._template.format(queue_name=schedule.queue_name),
+            queue=self.queue_for(schedule),
             func=check_job_pickle(data),  # what the job's data calls (rq shows it as func_name)
             kwargs={},
             timeout=schedule.max_task_duration,
             description=schedule.description or schedule.task_id,
             meta=job_meta(schedule, when),
             data=data,
+            builder=self.kind,
         )
+
+    def queue_for(self, schedule: Schedule) -> str:
+        """The schedule's queue through `queue_name_template` (as the Rust daemon enqueued)."""
+        return self._template.format(queue_name=schedule.queue_name)
 
     @defer.inlineCallbacks
     def _fetch(self, schedule: Schedule):

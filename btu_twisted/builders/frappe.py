@@ -32,4 +32,5 @@ class FrappeBuilder(LocalBuilder):
             timeout=schedule.max_task_duration,
             description=name,
             meta=job_meta(schedule, when),
+            builder=self.kind,
         )

@@ -22,4 +22,5 @@ class PythonBuilder(LocalBuilder):
             timeout=schedule.max_task_duration,
             description=schedule.description or schedule.function_string,
             meta=job_meta(schedule, when),
+            builder=self.kind,
         )

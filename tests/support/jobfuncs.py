@@ -16,3 +16,8 @@ def write_marker(path, **kwargs):
 def noop(**kwargs):
     """Do nothing."""
     return None
+
+
+def explode(**kwargs):
+    """Raise, so tests can see a failed job and its error."""
+    raise RuntimeError(f"boom with {sorted(kwargs)}")

@@ -1,0 +1,171 @@
+"""The HTTP listener: dashboard in a real headless Chromium, /metrics parsed by prometheus_client,
+and the Bearer token guarding run-now."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+from rq import Queue
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from btu_twisted.config import ConfigError, parse
+from btu_twisted.web.service import HTTPService
+from tests.support import frappe_schema as fs
+from tests.support.daemon import wait_for
+from tests.test_cockpit import CockpitTestCase
+
+TOKEN = "0123456789abcdef-test-token"
+CHROMIUM_TIMEOUT_SECS = 60
+ARTIFACTS = os.environ.get("BTU_TEST_ARTIFACTS", "")  # where the screenshot is also copied, if set
+
+
+def chromium() -> str | None:
+    """Debian's chromium (or chromium-browser / google-chrome) on PATH."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def http(method: str, url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """One blocking HTTP request: (status, headers, body), HTTP errors included."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class DashboardTestCase(CockpitTestCase):
+    daemon_keys = {"http_port": 0, "http_token": TOKEN}
+
+    def url(self, path: str) -> str:
+        listener = next(s for s in self.daemon.service if isinstance(s, HTTPService))
+        return f"http://127.0.0.1:{listener.port.getHost().port}{path}"
+
+    def request(self, method: str, path: str, headers: dict | None = None) -> defer.Deferred:
+        return threads.deferToThread(http, method, self.url(path), headers)
+
+
+class MetricsTests(DashboardTestCase):
+    @defer.inlineCallbacks
+    def test_metrics_parse(self):
+        """/metrics is Prometheus text that prometheus_client parses: planned schedules, enqueued by
+        queue, lateness histogram, dependency states, refresh duration, clock skew."""
+        yield self.fired()
+        status, headers, body = yield self.request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+        families = {f.name: f for f in text_string_to_metric_families(body.decode("utf-8"))}
+        self.assertEqual(families["btu_planned_schedules"].samples[0].value, 1)
+        enqueued = {s.labels["queue"]: s.value for s in families["btu_dispatch_events"].samples
+                    if s.name == "btu_dispatch_events_total" and s.labels["event"] == "enqueued"}
+        self.assertEqual(enqueued, {"default": 2, "long": 1})
+        count = next(s.value for s in families["btu_enqueue_lateness_seconds"].samples
+                     if s.name == "btu_enqueue_lateness_seconds_count")
+        self.assertEqual(count, 3)
+        self.assertEqual({s.labels["dependency"]: s.value for s in families["btu_dependency_up"].samples},
+                         {"sql": 1.0, "redis": 1.0})
+        self.assertIn("btu_last_refresh_duration_seconds", families)
+        self.assertLess(abs(families["btu_clock_skew_seconds"].samples[0].value), 60)
+        self.assertEqual(families["btu_unplannable_schedules"].samples[0].value, 1)  # TS-000003
+
+
+class TokenTests(DashboardTestCase):
+    @defer.inlineCallbacks
+    def test_run_now_needs_the_token_and_post(self):
+        """run-now answers 405 to GET, 401 without or with a wrong token, and enqueues with it."""
+        status, headers, _ = yield self.request("GET", "/api/run-now?schedule=TS-000001")
+        self.assertEqual((status, headers.get("Allow")), (405, "POST"))
+        status, _, _ = yield self.request("POST", "/api/run-now?schedule=TS-000001")
+        self.assertEqual(status, 401)
+        status, _, _ = yield self.request("POST", "/api/run-now?schedule=TS-000001",
+                                          {"Authorization": "Bearer not-the-token-at-all"})
+        self.assertEqual(status, 401)
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [])
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        status, _, body = yield self.request("POST", "/api/run-now?schedule=TS-000001", good)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [json.loads(body)["job_id"]])
+        status, _, _ = yield self.request("POST", "/api/run-now?schedule=TS-NOPE", good)
+        self.assertEqual(status, 404)
+
+
+class ReadOnlyTests(DashboardTestCase):
+    daemon_keys = {"http_port": 0}
+
+    @defer.inlineCallbacks
+    def test_no_token_no_actions(self):
+        """Without http_token the listener is read-only: run-now is 403 even with a token."""
+        status, _, body = yield self.request("POST", "/api/run-now?schedule=TS-000001",
+                                             {"Authorization": f"Bearer {TOKEN}"})
+        self.assertEqual(status, 403)
+        self.assertIn(b"http_token", body)
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [])
+
+
+class BrowserTests(DashboardTestCase):
+    """The page as a real headless Chromium renders it from the running daemon."""
+
+    def setUp(self):
+        if chromium() is None:
+            raise unittest.SkipTest("chromium not found on PATH: install Debian's `chromium` package "
+                                    "(.ci/run does) to run the dashboard browser test")
+        return super().setUp()
+
+    def chromium(self, *args) -> defer.Deferred:
+        profile = self.mktemp()
+        os.makedirs(profile)
+        command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                   "--disable-component-update", "--disable-sync", "--no-first-run",
+                   "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                   *args, self.url("/")]
+        return threads.deferToThread(subprocess.run, command, capture_output=True, text=True,
+                                     timeout=CHROMIUM_TIMEOUT_SECS)
+
+    @defer.inlineCallbacks
+    def test_dashboard_renders(self):
+        """Schedule rows, next-fire times in the schedule's zone, the 24 h timeline and the
+        unplannable reasons are in the rendered DOM; a screenshot is saved."""
+        fs.insert_schedule(self.sql, "TS-000007", "BTU-OK", "0 */6 * * *")
+        yield self.daemon.query({"request_type": "create_task_schedule", "request_content": "TS-000007"})
+        yield wait_for(lambda: self.redis.hget("btu_scheduler:planned", "TS-000007"), 10, "TS-000007 planned")
+        done = yield self.chromium("--dump-dom")
+        dom = done.stdout
+        self.assertIn('data-loaded="true"', dom, done.stderr[-3000:])
+        for schedule_id in ("TS-000001", "TS-000002", "TS-000003", "TS-000007"):
+            self.assertIn(f'<tr data-schedule="{schedule_id}">', dom)
+        self.assertIn("2027-03-14 03:00:00 EDT", dom)
+        self.assertIn("2027-03-14T07:00:00Z", dom)
+        lane = dom.split('<div class="lane" data-schedule="TS-000007">', 1)[1].split('<div class="lane"', 1)[0]
+        self.assertEqual(lane.count('class="tick"'), 4)  # every 6 h in the next 24 h
+        self.assertIn("minute field: 61 is out of range", dom)
+        shot = os.path.abspath("dashboard.png")
+        done = yield self.chromium(f"--screenshot={shot}", "--window-size=1400,1000", "--hide-scrollbars")
+        self.assertTrue(os.path.getsize(shot) > 10_000, done.stderr[-3000:])
+        if ARTIFACTS:
+            shutil.copy(shot, os.path.join(ARTIFACTS, "dashboard.png"))
+
+
+class HTTPConfigTests(unittest.SynchronousTestCase):
+    def test_http_keys(self):
+        """http_port is off by default; a port out of range or a short token is refused by name."""
+        base = 'schedule_file = "s.toml"\njob_builder = "python"\n'
+        config = parse(base)[0]
+        self.assertEqual((config.http_port, config.http_interface, config.http_token), (None, "127.0.0.1", None))
+        self.assertEqual(parse(base + "http_port = 8080\n")[0].http_port, 8080)
+        for text, key in (("http_port = 70000\n", "http_port"), ('http_port = "80"\n', "http_port"),
+                          ('http_token = "short"\n', "http_token")):
+            with self.assertRaises(ConfigError) as caught:
+                parse(base + text)
+            self.assertIn(key, str(caught.exception))
+        self.assertNotIn(TOKEN, repr(parse(base + f'http_token = "{TOKEN}"\n')[0]))
