@@ -167,8 +167,12 @@ class TCPParityTests(DaemonChannelTestCase):
             b"{oops",
         ]
         for payload in requests:
-            over_unix = yield threads.deferToThread(unix_request, daemon.socket_path, payload)
-            over_tcp = yield threads.deferToThread(tcp_request, port, payload)
+            replies = []
+            for send in (lambda p: unix_request(daemon.socket_path, p), lambda p: tcp_request(port, p)):
+                if payload is requests[2]:  # each channel cancels a planned fire, not the other's leftover
+                    yield threads.deferToThread(send, requests[1])
+                replies.append((yield threads.deferToThread(send, payload)))
+            over_unix, over_tcp = replies
             self.assertEqual(over_tcp, over_unix, payload)
         self.assertEqual((yield threads.deferToThread(tcp_request, port, requests[0])), "pong")
 
