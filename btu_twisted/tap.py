@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -12,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python import threadpool, usage
 
 from btu_twisted import config as configuration
-from btu_twisted import environment, logs
+from btu_twisted import environment, logs, ownership
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
 from btu_twisted.commands import Commands
@@ -37,7 +38,8 @@ log = Logger(observer=logs.OBSERVER)
 class Options(usage.Options):
     """Options of `twistd btu`; everything else comes from the TOML configuration file."""
 
-    synopsis = "[--config PATH | --embedded] [--socket PATH] [--log-level LEVEL]"
+    synopsis = ("[--config PATH | --embedded] [--bench PATH [--site NAME]] [--socket PATH] "
+                "[--log-level LEVEL]")
     longdesc = ("BTU scheduler daemon: turns BTU Task Schedules (Frappe MariaDB or a schedule file) "
                 "into Python RQ jobs at their cron times, exactly once. Drop-in for the Rust "
                 "btu_scheduler_daemon: same config file, socket protocol and Redis keys.")
@@ -46,14 +48,34 @@ class Options(usage.Options):
                               f"{configuration.DEFAULT_CONFIG_PATH})"],
         ["socket", "s", None, "control socket path (overrides socket_path)"],
         ["log-level", "l", None, "TRACE, DEBUG, INFO, WARN or ERROR (overrides tracing_level)"],
+        ["bench", "b", None, "a Frappe bench directory: its sites/ files supply database, Redis and "
+                             "queue names (overrides frappe_bench_path)"],
     ]
     optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"]]
+
+    def __init__(self):
+        super().__init__()
+        self["sites"] = []
+
+    def opt_site(self, name):
+        """the bench's site to serve (default: currentsite.txt, else default_site, else the only one)"""
+        self["sites"].append(name)
 
     def postOptions(self):
         """Load and check the configuration now, so a bad file stops twistd before it daemonizes."""
         path = configuration.EMBEDDED_CONFIG if self["embedded"] else configuration.config_path(self["config"])
+        command_line = {}
+        if self["bench"]:
+            command_line["frappe_bench_path"] = self["bench"]
+        if self["sites"]:
+            command_line["frappe_sites"] = list(self["sites"])
+        # With --bench and no config named anywhere, the bench alone is enough.
+        optional = bool(self["bench"]) and not self["config"] and path == Path(configuration.DEFAULT_CONFIG_PATH)
         try:
-            loaded, warnings = configuration.load(path)
+            loaded, warnings = configuration.load(path, command_line=command_line, optional=optional)
+        except configuration.BenchConfigError as e:
+            sys.stderr.write(f"btu: {e}\n")
+            raise SystemExit(1) from None
         except configuration.ConfigError as e:
             sys.stderr.write(f"btu: {e}\n\nA configuration file looks like this:\n\n"
                              f"{configuration.SAMPLE_CONFIG}")
@@ -110,6 +132,8 @@ def makeService(options, reactor=None) -> service.MultiService:
     except ListenerError as e:  # before twistd forks: one line and exit 1, in -n and daemon mode
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None
+    if config.uses_sql:  # first child: it claims the layout before the refresher touches it
+        top.addService(ownership.OwnershipGuard(reactor, store.run_script, config, stop=reactor.stop))
     if isinstance(builder, service.Service):  # `auto` reads the schema at start-up
         top.addService(builder)
     for child in (planner, dispatcher, refresher, *channels):
