@@ -69,51 +69,46 @@ def check_at_start(redis_url: str, ours: str, site: str | None) -> bool:
     return True
 
 
+def refuse_or_claim(config) -> bool:
+    """The start-up check of makeService: exit 1 with one line when another database owns the
+    layout; returns whether Redis answered."""
+    try:
+        return check_at_start(config.effective_redis_url, identity(config), config.effective_frappe_site)
+    except OwnershipError as e:
+        sys.stderr.write(f"btu: {e}\n")
+        raise SystemExit(1) from None
+
+
 class OwnershipGuard(service.Service):
-    """Claims the layout at start-up (exit 1 when another database holds it), then re-checks every
-    `scheduler_polling_interval` and stops the daemon if it was taken over (Redis lost its data)."""
+    """Re-checks ownership every `scheduler_polling_interval` (at once when the start-up check found
+    Redis unreachable) and stops the daemon if another database holds the layout."""
 
     log = Logger(observer=OBSERVER)
 
-    def __init__(self, clock, run_script, config, stop):
-        """`run_script(script, keys, args)` is the store's Deferred-returning eval; `stop()` ends the daemon."""
+    def __init__(self, clock, run_script, config, stop, checked: bool):
+        """`run_script(script, keys, args)` is the store's Deferred-returning eval; `stop()` ends the
+        daemon; `checked` says whether the start-up check reached Redis."""
         self._clock = clock
         self._run_script = run_script
-        self._redis_url = config.effective_redis_url
         self._ours = identity(config)
         self._site = config.effective_frappe_site
         self._interval = config.scheduler_polling_interval
         self._stop = stop
+        self._checked = checked
         self._loop = None
-        self._checked = False
-
-    def privilegedStartService(self):
-        # twistd calls this before it forks: a refusal exits 1 in -n and daemon mode alike.
-        self._check_at_start()
 
     def startService(self):
-        if not self._checked:  # nothing called privilegedStartService (btu.tac, tests)
-            self._check_at_start()
         super().startService()
+        if not self._checked:
+            self.log.warn("Redis unreachable at start-up: {key} is checked once it answers", key=OWNER_KEY)
         self._loop = task.LoopingCall(self.check)
         self._loop.clock = self._clock
-        self._loop.start(self._interval, now=False)
+        self._loop.start(self._interval, now=not self._checked)
 
     def stopService(self):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-
-    def _check_at_start(self) -> None:
-        self._checked = True
-        try:
-            answered = check_at_start(self._redis_url, self._ours, self._site)
-        except OwnershipError as e:
-            sys.stderr.write(f"btu: {e}\n")
-            raise SystemExit(1) from None
-        if not answered:
-            self.log.warn("Redis unreachable at start-up: {key} is checked once it answers", key=OWNER_KEY)
-            self._clock.callLater(0, self.check)  # the store's lazy connection waits for Redis
 
     def check(self):
         """One claim-or-verify; an unreachable Redis is left to the store's outage logging."""

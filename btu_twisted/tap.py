@@ -104,6 +104,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         # warnings.warn() event and fail looking up its filename and lineno.
         log.warn("{config_path}: {problem}", config_path=options.get("config_path"), problem=warning)
     _check_database(config)
+    owner_checked = ownership.refuse_or_claim(config) if config.uses_sql else False
 
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
     stats = Stats(started_at=reactor.seconds())
@@ -133,7 +134,8 @@ def makeService(options, reactor=None) -> service.MultiService:
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None
     if config.uses_sql:  # first child: it claims the layout before the refresher touches it
-        top.addService(ownership.OwnershipGuard(reactor, store.run_script, config, stop=reactor.stop))
+        top.addService(ownership.OwnershipGuard(reactor, store.run_script, config, reactor.stop,
+                                                owner_checked))
     if isinstance(builder, service.Service):  # `auto` reads the schema at start-up
         top.addService(builder)
     for child in (planner, dispatcher, refresher, *channels):
