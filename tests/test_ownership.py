@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from rq.job import Job
@@ -12,7 +13,7 @@ from twisted.trial import unittest
 from btu_twisted import ownership
 from btu_twisted.config import parse
 from tests.support.bench_tree import make_bench
-from tests.support.daemon import TwistdProcess, poll, schedule_members, short_dir, twistd_env
+from tests.support.daemon import TwistdProcess, control_request, poll, schedule_members, short_dir, twistd_env
 from tests.support.frappe_schema import insert_schedule, insert_task
 from tests.support.servers import RedisServer, fresh_database, shared_mariadb, use_shared_redis
 from tests.test_end_to_end import CLEAN_SIGTERM_EXITS
@@ -144,8 +145,9 @@ class TwoSitesOneRedisTests(unittest.TestCase):
 
     def twistd(self, *args: str) -> TwistdProcess:
         directory = short_dir(self)
+        self.socket_path = os.path.join(directory, "btu.sock")
         return TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--bench", self.bench,
-                                    "--socket", os.path.join(directory, "btu.sock"), *args],
+                                    "--socket", self.socket_path, *args],
                              env=twistd_env(), cwd=directory)
 
     def queued(self) -> int:
@@ -159,6 +161,9 @@ class TwoSitesOneRedisTests(unittest.TestCase):
         self.assertEqual([member.split("|")[0] for member in schedule_members(self.redis)], ["TS-000001"])
         self.assertEqual(self.redis.get(ownership.OWNER_KEY).decode(),
                          f"database:{self.databases['one.localhost']}")
+        status = json.loads(control_request(self.socket_path, {"request_type": "status", "request_content": None}))
+        self.assertEqual(status["settings_from"]["mysql_database"], "bench sites/one.localhost/site_config.json")
+        self.assertEqual(status["settings_from"]["socket_path"], "command line")
         self.assertIn(daemon.terminate(), CLEAN_SIGTERM_EXITS, daemon.describe())
         output = daemon.output()
         for origin in ("frappe_site from bench sites/currentsite.txt",
