@@ -143,11 +143,10 @@ class TwoSitesOneRedisTests(unittest.TestCase):
         with self.mariadb.connect() as conn, conn.cursor() as cur:
             cur.execute("DROP USER IF EXISTS %s@'localhost'", (name,))
 
-    def twistd(self, *args: str) -> TwistdProcess:
+    def twistd(self, *args: str, mode: tuple[str, ...] = ("-n", "--pidfile=", "--logfile=-")) -> TwistdProcess:
         directory = short_dir(self)
         self.socket_path = os.path.join(directory, "btu.sock")
-        return TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--bench", self.bench,
-                                    "--socket", self.socket_path, *args],
+        return TwistdProcess(self, [*mode, "btu", "--bench", self.bench, "--socket", self.socket_path, *args],
                              env=twistd_env(), cwd=directory)
 
     def queued(self) -> int:
@@ -180,12 +179,16 @@ class TwoSitesOneRedisTests(unittest.TestCase):
         first = self.twistd()
         poll(lambda: self.alive(first) and self.queued() >= 1, START_TIMEOUT_SECS, "the first daemon's jobs")
         planned = self.redis.hgetall("btu_scheduler:planned")
-        second = self.twistd("--site", "two.localhost")
-        self.assertEqual(second.wait(EXIT_TIMEOUT_SECS), 1, second.describe())
-        lines = second.output().strip().splitlines()
-        self.assertEqual(len(lines), 1, second.describe())
-        self.assertIn(f"belong to database:{self.databases['one.localhost']}", lines[0])
-        self.assertIn(f"reads database:{self.databases['two.localhost']} (site two.localhost)", lines[0])
+        pidfile = os.path.join(short_dir(self), "twistd.pid")
+        for mode in (("-n", "--pidfile=", "--logfile=-"),
+                     (f"--pidfile={pidfile}", f"--logfile={os.path.join(os.path.dirname(pidfile), 'log')}")):
+            second = self.twistd("--site", "two.localhost", mode=mode)
+            self.assertEqual(second.wait(EXIT_TIMEOUT_SECS), 1, second.describe())
+            lines = second.output().strip().splitlines()
+            self.assertEqual(len(lines), 1, second.describe())
+            self.assertIn(f"belong to database:{self.databases['one.localhost']}", lines[0])
+            self.assertIn(f"reads database:{self.databases['two.localhost']} (site two.localhost)", lines[0])
+            self.assertFalse(os.path.exists(pidfile), second.describe())
         self.assertEqual(set(self.redis.hgetall("btu_scheduler:planned")), set(planned))
         before = self.queued()
         poll(lambda: self.alive(first) and self.queued() >= before + 2, START_TIMEOUT_SECS,
