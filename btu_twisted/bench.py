@@ -132,8 +132,8 @@ def _choose_site(root: Path, common: dict, sites: tuple[str, ...], wanted: tuple
     if explicit:
         return _known(root, explicit, sites, "frappe_site"), "frappe_site"
     if len(wanted) > 1:
-        raise BenchError(f"frappe_sites: {', '.join(wanted)}: one daemon serves one site for now; run "
-                         "one daemon per site, each with its own Redis database (redis_url .../1, /2)")
+        raise BenchError(f"frappe_sites: {', '.join(wanted)}: one daemon serves one site for now, and "
+                         "one site per Redis (README: Quick start for Frappe benches); choose one --site")
     if wanted:
         return _known(root, wanted[0], sites, "--site / frappe_sites"), "--site / frappe_sites"
     current = root / CURRENT_SITE

@@ -15,7 +15,7 @@ import sys
 import redis
 from twisted.application import service
 from twisted.internet import task
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from btu_twisted.logs import OBSERVER
 
@@ -113,8 +113,12 @@ class OwnershipGuard(service.Service):
     def check(self):
         """One claim-or-verify; an unreachable Redis is left to the store's outage logging."""
         d = self._run_script(CLAIM_SCRIPT, [OWNER_KEY], [self._ours])
-        d.addCallbacks(self._verify, lambda failure: None)
+        d.addCallbacks(self._verify, self._failed)
         return d
+
+    def _failed(self, failure) -> None:
+        # Outages are logged once by the store's users; keep the detail at DEBUG and try again.
+        self.log.failure("ownership check of {key} failed", failure, level=LogLevel.debug, key=OWNER_KEY)
 
     def _verify(self, owner) -> None:
         if owner == self._ours or not self.running:
