@@ -127,6 +127,7 @@ class Commands:
             "planned_schedules": None,
             "next_due": None,
             "zones": _zone_counts(self._rows),
+            "settings_from": dict(sorted(self._config.origins.items())),  # where, never the values
         }
         try:
             report["planned_schedules"] = yield self._store.count()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from btu_twisted import environment
+from btu_twisted import bench, environment
 
 DEFAULT_CONFIG_PATH = "/etc/btu_scheduler/btu_scheduler.toml"
 CONFIG_ENV_VAR = "BTU_SCHEDULER_CONFIG"
@@ -32,6 +32,10 @@ JOB_BUILDERS = ("auto", "btu", "btu-web", "frappe", "python")
 
 class ConfigError(Exception):
     """The configuration file is missing or one of its values is unusable."""
+
+
+class BenchConfigError(ConfigError):
+    """A file of the Frappe bench named by frappe_bench_path is missing or unusable."""
 
 
 def _secret(default: Any = None) -> Any:
@@ -87,6 +91,9 @@ class Config:
     http_port: int | None = None          # off unless set; 0 picks a free port (logged)
     http_interface: str = "127.0.0.1"     # loopback: the dashboard is for the operator's machine
     http_token: str | None = _secret()    # Bearer token for actions (run now); none: read-only
+    # --- bench discovery (issue 9) ---
+    frappe_bench_path: str | None = None  # a Frappe bench whose files supply the unset keys (bench.py)
+    frappe_sites: tuple[str, ...] = ()    # its site to serve (one for now); default currentsite.txt
     # --- where each setting came from (issue 8 item 7) ------------------------------------------
     # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
     # keys absent from it have their default. Shown by the start-up log, never with values.
@@ -147,6 +154,9 @@ def _show(key: str, value: Any) -> str:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check one raw TOML value against the field's type and bounds, returning the typed value."""
+    if key == "frappe_sites":
+        _expect(key, value, list)
+        return tuple(_expect(key, v, str) for v in value)
     if key in ("socket_allowed_uids", "socket_allowed_gids"):
         _expect(key, value, list)
         return tuple(_expect(key, v, int) for v in value)
@@ -206,12 +216,20 @@ def _validate(config: Config) -> None:
                 raise ConfigError(f"{key}: required unless schedule_file is set")
     _check_zone(config.time_zone_string)
     _validate_control_channels(config)
+    _validate_bench(config)
 
 
 def _validate_control_channels(config: Config) -> None:
     if not 0 <= config.tcp_socket_port < 65536:
         raise ConfigError(f"tcp_socket_port: {config.tcp_socket_port} is not a TCP port (0 turns "
                           "the TCP listener off)")
+
+
+def _validate_bench(config: Config) -> None:
+    if any(not site.strip() for site in config.frappe_sites):
+        raise ConfigError("frappe_sites: a site name is empty")
+    if config.frappe_sites and not config.frappe_bench_path:
+        raise ConfigError("frappe_sites: needs frappe_bench_path (the bench the sites belong to)")
 
 
 FRAPPE_SITE_HINT = ('set frappe_site = "<site name>" (the directory under sites/, e.g. "erp.example.com"; '
@@ -251,12 +269,13 @@ def _check_zone(name: str) -> None:
         raise ConfigError(f"time_zone_string: {name!r} is not a known IANA time zone") from None
 
 
-def parse(text: str, base_dir: Path | None = None,
-          environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
+def parse(text: str, base_dir: Path | None = None, environ: Mapping[str, str] | None = None,
+          command_line: Mapping[str, Any] | None = None) -> tuple[Config, list[str]]:
     """Parse TOML text into a Config; returns it with warnings (unknown keys, ignored email keys).
 
     With `environ`, its BTU_SCHEDULER_<KEY> variables and btu_scheduler_py's names win over the
-    file (environment.py says which wins where).
+    file (environment.py says which wins where); `command_line` values win over both. A Frappe
+    bench (frappe_bench_path) then supplies the keys still unset (bench.py).
     """
     try:
         raw = tomllib.loads(text)
@@ -286,6 +305,13 @@ def parse(text: str, base_dir: Path | None = None,
         values[key] = _named(name, lambda: _coerce(key, _typed(key, value)))
         origins[key] = origin
     warnings.extend(layers.warnings)
+    for key, value in (command_line or {}).items():
+        values[key] = _coerce(key, value)
+        origins[key] = "command line"
+    try:
+        warnings.extend(bench.fill(values, origins))
+    except bench.BenchError as e:
+        raise BenchConfigError(str(e)) from None
     if values.get("schedule_file") and base_dir is not None:
         values["schedule_file"] = str((base_dir / values["schedule_file"]).resolve())
     config = Config(**values, origins=origins)
@@ -308,6 +334,8 @@ def _typed(key: str, value: Any) -> Any:
     """An environment variable's text as the key's type (file values are typed by TOML already)."""
     if not isinstance(value, str) or key == "socket_mode":  # socket_mode parses its octal text
         return value
+    if key == "frappe_sites":
+        return [site.strip() for site in value.split(",") if site.strip()]
     kind = str(_FIELDS[key].type)
     default = _FIELDS[key].default
     text = value.strip()
@@ -363,20 +391,26 @@ def config_path(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
+def load(path: Path, environ: Mapping[str, str] | None = None, command_line: Mapping[str, Any] | None = None,
+         optional: bool = False) -> tuple[Config, list[str]]:
     """Read and parse the file at `path` with `environ` (default: the process environment) over it.
 
-    A missing or unreadable file is a ConfigError naming it.
+    A missing or unreadable file is a ConfigError naming it; with `optional` (a bench given on the
+    command line supplies the settings) a missing file counts as empty.
     """
     environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if optional:
+            return parse("", environ=environ, command_line=command_line)
         raise ConfigError(f"configuration file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"configuration file {path} cannot be read: {e}") from None
     try:
-        config, warnings = parse(text, base_dir=path.parent, environ=environ)
+        config, warnings = parse(text, base_dir=path.parent, environ=environ, command_line=command_line)
+    except BenchConfigError:
+        raise  # names the bench file already
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     if _readable_by_others(path) and _has_secrets(config):
@@ -390,8 +424,11 @@ def _readable_by_others(path: Path) -> bool:
 
 
 def _has_secrets(config: Config) -> bool:
-    return any(getattr(config, key) for key in ("mysql_password", "webserver_token", "http_token")) or bool(
-        config.redis_url and ("@" in config.redis_url or "password=" in config.redis_url))
+    """True when the file itself holds a secret (a bench's or the environment's are not in it)."""
+    def in_file(key: str) -> bool:
+        return config.origins.get(key) == "file" and bool(getattr(config, key))
+    return any(in_file(key) for key in ("mysql_password", "webserver_token", "http_token")) or bool(
+        in_file("redis_url") and ("@" in config.redis_url or "password=" in config.redis_url))
 
 
 SAMPLE_CONFIG = """\

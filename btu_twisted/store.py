@@ -131,6 +131,10 @@ class ScheduleStore:
             return defer.succeed(0)
         return self._call("eval", CANCEL_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], list(schedule_ids))
 
+    def run_script(self, script: str, keys: list[str], args: list[str]) -> defer.Deferred:
+        """Evaluate a Lua script of another module's own btu_scheduler: keys (ownership.py)."""
+        return self._call("eval", script, keys, args)
+
     def remove_strays(self, members: list[str]) -> defer.Deferred:
         """Remove those of `members` that are not the planned member of their schedule."""
         if not members:

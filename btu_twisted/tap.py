@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -11,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python import threadpool, usage
 
 from btu_twisted import config as configuration
-from btu_twisted import environment, logs
+from btu_twisted import environment, logs, ownership
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
 from btu_twisted.commands import Commands
@@ -36,7 +37,8 @@ log = Logger(observer=logs.OBSERVER)
 class Options(usage.Options):
     """Options of `twistd btu`; everything else comes from the TOML configuration file."""
 
-    synopsis = "[--config PATH | --embedded] [--socket PATH] [--log-level LEVEL]"
+    synopsis = ("[--config PATH | --embedded] [--bench PATH [--site NAME]] [--socket PATH] "
+                "[--log-level LEVEL]")
     longdesc = ("BTU scheduler daemon: turns BTU Task Schedules (Frappe MariaDB or a schedule file) "
                 "into Python RQ jobs at their cron times, exactly once. Drop-in for the Rust "
                 "btu_scheduler_daemon: same config file, socket protocol and Redis keys.")
@@ -45,15 +47,35 @@ class Options(usage.Options):
                               f"{configuration.DEFAULT_CONFIG_PATH})"],
         ["socket", "s", None, "control socket path (overrides socket_path)"],
         ["log-level", "l", None, "TRACE, DEBUG, INFO, WARN or ERROR (overrides tracing_level)"],
+        ["bench", "b", None, "a Frappe bench directory: its sites/ files supply database, Redis and "
+                             "queue names (overrides frappe_bench_path)"],
     ]
     optFlags = [["embedded", "e", "run on the embedded default: local Redis, example schedule file"],
                 ["check-config", None, "validate the configuration, print what is wrong, exit (0: valid)"]]
 
+    def __init__(self):
+        super().__init__()
+        self["sites"] = []
+
+    def opt_site(self, name):
+        """the bench's site to serve (default: currentsite.txt, else default_site, else the only one)"""
+        self["sites"].append(name)
+
     def postOptions(self):
         """Load and check the configuration now, so a bad file stops twistd before it daemonizes."""
         path = configuration.EMBEDDED_CONFIG if self["embedded"] else configuration.config_path(self["config"])
+        command_line = {}
+        if self["bench"]:
+            command_line["frappe_bench_path"] = self["bench"]
+        if self["sites"]:
+            command_line["frappe_sites"] = list(self["sites"])
+        # With --bench and no config named anywhere, the bench alone is enough.
+        optional = bool(self["bench"]) and not self["config"] and path == Path(configuration.DEFAULT_CONFIG_PATH)
         try:
-            loaded, warnings = configuration.load(path)
+            loaded, warnings = configuration.load(path, command_line=command_line, optional=optional)
+        except configuration.BenchConfigError as e:
+            sys.stderr.write(f"btu: {e}\n")
+            raise SystemExit(1) from None
         except configuration.ConfigError as e:
             sys.stderr.write(f"btu: {e}\n\nA configuration file looks like this:\n\n"
                              f"{configuration.SAMPLE_CONFIG}")
@@ -87,6 +109,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         # warnings.warn() event and fail looking up its filename and lineno.
         log.warn("{config_path}: {problem}", config_path=options.get("config_path"), problem=warning)
     _check_database(config)
+    owner_checked = ownership.refuse_or_claim(config) if config.uses_sql else False
 
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
     stats = Stats(started_at=reactor.seconds())
@@ -119,6 +142,9 @@ def makeService(options, reactor=None) -> service.MultiService:
     except ListenerError as e:  # before twistd forks: one line and exit 1, in -n and daemon mode
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None
+    if config.uses_sql:  # first child: it claims the layout before the refresher touches it
+        top.addService(ownership.OwnershipGuard(reactor, store.run_script, config, reactor.stop,
+                                                owner_checked))
     if isinstance(builder, service.Service):  # `auto` reads the schema at start-up
         top.addService(builder)
     for child in (planner, dispatcher, refresher, *channels):

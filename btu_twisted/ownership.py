@@ -1,0 +1,127 @@
+# -*- test-case-name: tests.test_ownership -*-
+"""The ownership guard: the single-site Redis layout belongs to one site database.
+
+BTU schedule IDs repeat across sites (`TS-000001` exists on each), so two daemons reading different
+databases through one `btu_scheduler:` layout drop each other's members as deleted. The first
+daemon records its database in `btu_scheduler:owner`; a daemon for another one refuses to start,
+and one that finds the key taken over while running (Redis lost its data, then another daemon
+claimed it) stops instead of touching the other's schedules.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import redis
+from twisted.application import service
+from twisted.internet import task
+from twisted.logger import Logger, LogLevel
+
+from btu_twisted.logs import OBSERVER
+
+OWNER_KEY = "btu_scheduler:owner"
+CHECK_TIMEOUT_SECS = 5.0  # the start-up check gives up on an unreachable Redis after this
+
+# Claim the key when absent; returns its owner either way (one round trip, atomic).
+CLAIM_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
+
+class OwnershipError(Exception):
+    """The layout belongs to another schedule source; the message names both and the way out."""
+
+
+def identity(config) -> str:
+    """What owns the layout: the site's database (schedule IDs repeat across databases)."""
+    return f"database:{config.mysql_database}"
+
+
+def refusal(owner: str, ours: str, site: str | None) -> str:
+    """The message of a daemon that finds the layout owned by `owner`."""
+    served = f" (site {site})" if site else ""
+    return (f"Redis key {OWNER_KEY} says its btu_scheduler: keys belong to {owner}, but this daemon "
+            f"reads {ours}{served}. Two daemons for different sites on one Redis would delete each "
+            "other's schedules (their IDs repeat across sites), so this one does not start. One daemon "
+            "serves one site per Redis: give the other site its own Redis (its own redis_queue, which "
+            f"its RQ workers use too). If {owner} is gone for good, delete the key: "
+            f"redis-cli DEL {OWNER_KEY}")
+
+
+def check_at_start(redis_url: str, ours: str, site: str | None) -> bool:
+    """Claim or verify ownership, blocking (before twistd forks, no reactor is running).
+
+    Returns False when Redis is unreachable (the guard's loop checks once it answers); raises
+    OwnershipError when another database owns the layout.
+    """
+    client = redis.Redis.from_url(redis_url, socket_timeout=CHECK_TIMEOUT_SECS,
+                                  socket_connect_timeout=CHECK_TIMEOUT_SECS)
+    try:
+        owner = client.eval(CLAIM_SCRIPT, 1, OWNER_KEY, ours)
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    owner = owner.decode("utf-8") if isinstance(owner, bytes) else owner
+    if owner != ours:
+        raise OwnershipError(refusal(owner, ours, site))
+    return True
+
+
+def refuse_or_claim(config) -> bool:
+    """The start-up check of makeService: exit 1 with one line when another database owns the
+    layout; returns whether Redis answered."""
+    try:
+        return check_at_start(config.effective_redis_url, identity(config), config.effective_frappe_site)
+    except OwnershipError as e:
+        sys.stderr.write(f"btu: {e}\n")
+        raise SystemExit(1) from None
+
+
+class OwnershipGuard(service.Service):
+    """Re-checks ownership every `scheduler_polling_interval` (at once when the start-up check found
+    Redis unreachable) and stops the daemon if another database holds the layout."""
+
+    log = Logger(observer=OBSERVER)
+
+    def __init__(self, clock, run_script, config, stop, checked: bool):
+        """`run_script(script, keys, args)` is the store's Deferred-returning eval; `stop()` ends the
+        daemon; `checked` says whether the start-up check reached Redis."""
+        self._clock = clock
+        self._run_script = run_script
+        self._ours = identity(config)
+        self._site = config.effective_frappe_site
+        self._interval = config.scheduler_polling_interval
+        self._stop = stop
+        self._checked = checked
+        self._loop = None
+
+    def startService(self):
+        super().startService()
+        if not self._checked:
+            self.log.warn("Redis unreachable at start-up: {key} is checked once it answers", key=OWNER_KEY)
+        self._loop = task.LoopingCall(self.check)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=not self._checked)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def check(self):
+        """One claim-or-verify; an unreachable Redis is left to the store's outage logging."""
+        d = self._run_script(CLAIM_SCRIPT, [OWNER_KEY], [self._ours])
+        d.addCallbacks(self._verify, self._failed)
+        return d
+
+    def _failed(self, failure) -> None:
+        # Outages are logged once by the store's users; keep the detail at DEBUG and try again.
+        self.log.failure("ownership check of {key} failed", failure, level=LogLevel.debug, key=OWNER_KEY)
+
+    def _verify(self, owner) -> None:
+        if owner == self._ours or not self.running:
+            return
+        self.log.critical("{problem}", problem=refusal(owner, self._ours, self._site))
+        self._stop()
