@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Stats:
     sql: Health = field(default_factory=Health)
     redis: Health = field(default_factory=Health)
     last_refresh: dict | None = None
+    redis_master: Any = None  # a redis_connections.MasterTracker when Redis is Sentinel-managed
 
     def problem(self, schedule_id: str, reason: str | None) -> None:
         """Record (or, with None, clear) why a schedule cannot be planned."""

@@ -21,6 +21,7 @@ from btu_twisted.file_source import FileSource
 from btu_twisted.jobs import JobBuilder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
+from btu_twisted.redis_connections import MasterTracker, check_reachable, settings_from
 from btu_twisted.refresher import Refresher
 from btu_twisted.socketfile import ControlSocketService
 from btu_twisted.sql_source import SQLSource, check_connection
@@ -81,16 +82,20 @@ def makeService(options, reactor=None) -> service.MultiService:
         # warnings.warn() event and fail looking up its filename and lineno.
         log.warn("{config_path}: {problem}", config_path=options.get("config_path"), problem=warning)
     _check_database(config)
+    redis_settings = settings_from(config)
+    _check_redis(redis_settings)
 
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
-    stats = Stats(started_at=reactor.seconds())
+    stats = Stats(started_at=reactor.seconds(),
+                  redis_master=MasterTracker() if redis_settings.sentinels else None)
     source = MonitoredSource(
         FileSource(config.schedule_file, config.time_zone_string) if config.schedule_file else SQLSource(config),
         stats.sql, reactor)
-    store = ScheduleStore(reactor, config.effective_redis_url)
+    store = ScheduleStore(reactor, redis_settings, master_tracker=stats.redis_master)
     queue = UniqueQueue()
     rows = RowCache()
-    enqueuer = Enqueuer(config.effective_redis_url)
+    enqueuer = Enqueuer(redis_settings, min_replicas=config.redis_min_replicas,
+                        replicas_timeout_secs=config.redis_min_replicas_timeout_secs)
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close])
     dispatcher = Dispatcher(
@@ -116,7 +121,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         top.addService(child)
     log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}",
              name=config.name, environment=config.environment_name, source=source.description,
-             redis=_redact_url(config.effective_redis_url))
+             redis=redis_settings.description)
     return top
 
 
@@ -133,11 +138,12 @@ def _check_database(config) -> None:
         raise SystemExit(1) from None
 
 
-def _redact_url(url: str) -> str:
-    """The URL with its userinfo and any `password=` query value (README: unix://...) masked."""
-    head, at, tail = url.rpartition("@")
-    url = f"{head.split('//')[0]}//***@{tail}" if at else url
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+def _check_redis(settings) -> None:
+    """A Redis that refuses our TLS or credentials is a clear exit; one that is down is waited for."""
+    problem = check_reachable(settings)
+    if problem:
+        sys.stderr.write(f"btu: {problem}\n")
+        raise SystemExit(1)
 
 
 class DaemonService(service.MultiService):
