@@ -96,32 +96,25 @@ class SentinelProcess(RedisServer):
                            **kwargs)
 
     def master(self) -> tuple[str, int] | None:
-        found = self.client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-        return (found[0].decode(), int(found[1])) if found else None
+        found = self.client().sentinel_get_master_addr_by_name(SERVICE)
+        return (found[0], int(found[1])) if found else None
 
 
 class SentinelGroup:
     """A master, one replica and three Sentinels; `address` is what the daemon is given."""
 
-    def __init__(self, testcase, persistent: bool = False):
-        self.master = TCPRedis(persistent=persistent)
-        self.master.start()
-        testcase.addCleanup(self.master.cleanup)
-        self.replica = TCPRedis(persistent=persistent,
-                                extra_args=["--replicaof", LOOPBACK, str(self.master.port)])
-        self.replica.start()
-        testcase.addCleanup(self.replica.cleanup)
-        self.sentinels = []
-        for _ in range(3):
-            sentinel = SentinelProcess(self.master.port)
-            sentinel.start()
-            testcase.addCleanup(sentinel.cleanup)
-            self.sentinels.append(sentinel)
+    def __init__(self, add_cleanup):
+        """Start every process; `add_cleanup` (a TestCase's addCleanup) is given their cleanups."""
+        self.master = TCPRedis()
+        self.replica = TCPRedis(extra_args=["--replicaof", LOOPBACK, str(self.master.port)])
+        self.sentinels = [SentinelProcess(self.master.port) for _ in range(3)]
+        for server in (self.master, self.replica, *self.sentinels):
+            server.start()
+            add_cleanup(server.cleanup)
         self.wait(lambda: self.replica.client().info("replication").get("master_link_status") == "up",
                   "the replica to sync")
-        self.wait(lambda: all(int(s.client().execute_command("SENTINEL", "MASTER", SERVICE)[
-            _field_index(s, "num-other-sentinels")]) == 2 for s in self.sentinels),
-            "the Sentinels to find each other")
+        self.wait(lambda: all(s.client().sentinel_master(SERVICE)["num-other-sentinels"] == 2
+                              for s in self.sentinels), "the Sentinels to find each other")
 
     @property
     def sentinel_addresses(self) -> list[str]:
@@ -155,11 +148,6 @@ class SentinelGroup:
             if time.monotonic() > deadline:
                 raise ServerStartError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.05)
-
-
-def _field_index(sentinel: SentinelProcess, name: str) -> int:
-    reply = sentinel.client().execute_command("SENTINEL", "MASTER", SERVICE)
-    return [item.decode() if isinstance(item, bytes) else item for item in reply].index(name) + 1
 
 
 def make_certificates(directory: str) -> dict:
