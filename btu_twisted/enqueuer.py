@@ -124,36 +124,51 @@ class Enqueuer:
                 return self._transact(fires, jobs, keys, not_before)
             except redis.WatchError:
                 continue
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._drop_idle_connections()
+                raise
         raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting attempts to enqueue "
                            f"{len(fires)} fires")
 
     def _transact(self, fires: list[Fire], jobs: dict, keys: list[str], not_before: float) -> list[str]:
         with self.connection.pipeline() as pipe:
-            pipe.watch(*keys)
-            watermarks = pipe.mget(keys)
-            delay = not_before - self._now()
-            if delay > 0:
-                self._sleep(delay)
-            pipe.multi()
-            outcomes, advance = [], []
-            for fire, key, watermark in zip(fires, keys, watermarks):
-                watermark = self._reassert(pipe, fire.schedule_id, key, watermark)
-                if watermark is not None and watermark >= fire.when:
-                    outcomes.append(ALREADY_ENQUEUED)
-                elif fire.job is None:
-                    outcomes.append(NOT_ENQUEUED)
-                else:
-                    # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
-                    # unconditionally, which fails inside our transaction.
-                    self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
-                    pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
-                    outcomes.append(ENQUEUED)
-                advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
-            pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
-            pipe.execute()
+            try:
+                outcomes = self._claim(pipe, fires, jobs, keys, not_before)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Closed now, so that the pipeline's UNWATCH on exit reconnects (to the current
+                # master) instead of waiting out a second timeout on a frozen one.
+                if pipe.connection is not None:
+                    pipe.connection.disconnect()
+                raise
         self._remember([fire for fire, outcome in zip(fires, outcomes) if outcome == ENQUEUED])
         if self._min_replicas and ENQUEUED in outcomes:
             self._wait_for_replicas(fires)
+        return outcomes
+
+    def _claim(self, pipe, fires: list[Fire], jobs: dict, keys: list[str], not_before: float) -> list[str]:
+        """The transaction itself: WATCH and read the watermarks, wait for the instant, claim."""
+        pipe.watch(*keys)
+        watermarks = pipe.mget(keys)
+        delay = not_before - self._now()
+        if delay > 0:
+            self._sleep(delay)
+        pipe.multi()
+        outcomes, advance = [], []
+        for fire, key, watermark in zip(fires, keys, watermarks):
+            watermark = self._reassert(pipe, fire.schedule_id, key, watermark)
+            if watermark is not None and watermark >= fire.when:
+                outcomes.append(ALREADY_ENQUEUED)
+            elif fire.job is None:
+                outcomes.append(NOT_ENQUEUED)
+            else:
+                # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
+                # unconditionally, which fails inside our transaction.
+                self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
+                pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
+                outcomes.append(ENQUEUED)
+            advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
+        pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
+        pipe.execute()
         return outcomes
 
     def _reassert(self, pipe, schedule_id: str, key: str, stored) -> int | None:
@@ -214,6 +229,15 @@ class Enqueuer:
         if name not in queues:
             queues[name] = Queue(name, connection=connection)
         return queues[name]
+
+    def _drop_idle_connections(self) -> None:
+        """After a connection failure, close every thread's idle connections: through Sentinel
+        each new one asks for the current master, so no thread waits out its own timeout against
+        a master that is gone or frozen."""
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
         with self._lock:
