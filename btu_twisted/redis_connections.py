@@ -10,6 +10,7 @@ so both speak to the same server with the same credentials and follow the same S
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import parse_qs, unquote, urlparse
 
 import redis
@@ -24,7 +25,13 @@ from btu_twisted.logs import OBSERVER
 
 REPLY_TIMEOUT_SECS = 5  # a call to a stopped or paused Redis fails after this, instead of hanging
 DEFAULT_PORT = 6379
-SENTINEL_DISCOVERY_TIMEOUT_SECS = REPLY_TIMEOUT_SECS  # txredisapi's default is 10 s
+# How long txredisapi waits for a Sentinel to name a healthy master (its default: 10 s); during a
+# failover none does, and the next attempt asks again, so keep it short (Sentinels answer in ms).
+SENTINEL_DISCOVERY_TIMEOUT_SECS = 1.0
+# Longest pause between reconnections to a Sentinel-managed master (txredisapi: 10 s), so the
+# daemon reaches a promoted replica within about this of the promotion. txredisapi also uses it as
+# the connect timeout of those connections: ample on the LAN a Sentinel group runs on.
+SENTINEL_RECONNECT_MAX_SECS = 1.0
 
 log = Logger(observer=OBSERVER)
 
@@ -184,6 +191,7 @@ class MasterTracker:
     address: tuple[str, int] | None = None
     failovers: int = 0
     changed_at: float | None = None
+    on_moved: Callable[[], object] = lambda: None  # e.g. the dispatcher's wake: retry at once
 
     def seen(self, address: tuple[str, int], now: float) -> None:
         if address == self.address:
@@ -192,9 +200,11 @@ class MasterTracker:
             self.failovers += 1
             log.warn("Redis master moved from {old} to {new} (failover {count} seen)",
                      old=_host_port(self.address), new=_host_port(address), count=self.failovers)
+            self.address, self.changed_at = address, now
+            self.on_moved()
         else:
             log.info("Redis master is {new}", new=_host_port(address))
-        self.address, self.changed_at = address, now
+            self.address, self.changed_at = address, now
 
     def as_dict(self) -> dict:
         return {"address": _host_port(self.address) if self.address else None,
@@ -225,6 +235,12 @@ class _TrackedSentinel(txredisapi.Sentinel):
         return address
 
 
+class _FollowingFactory(txredisapi.SentinelConnectionFactory):
+    """txredisapi's Sentinel connection factory, retrying at least every second."""
+
+    maxDelay = SENTINEL_RECONNECT_MAX_SECS
+
+
 def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
                        tracker: MasterTracker | None = None):
     """A lazy, self-reconnecting txredisapi pool of `poolsize` connections to the (master) Redis.
@@ -241,7 +257,8 @@ def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
             settings.sentinels, tracker or MasterTracker(), clock, username=settings.sentinel_username,
             password=settings.sentinel_password, connectTimeout=REPLY_TIMEOUT_SECS,
             replyTimeout=REPLY_TIMEOUT_SECS)
-        return sentinel.master_for(settings.sentinel_service, dbid=settings.db, isLazy=True, **common)
+        return sentinel.master_for(settings.sentinel_service, factory_class=_FollowingFactory,
+                                   dbid=settings.db, isLazy=True, **common)
     common.update(reconnect=True, connectTimeout=REPLY_TIMEOUT_SECS)
     if settings.path:
         return txredisapi.makeUnixConnection(settings.path, settings.db, isLazy=True,

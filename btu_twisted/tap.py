@@ -106,6 +106,9 @@ def makeService(options, reactor=None) -> service.MultiService:
         lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
+    if stats.redis_master is not None:
+        # Its own connections found the new master: dispatch now, not after the back-off.
+        stats.redis_master.on_moved = lambda: reactor.callLater(0, dispatcher.wake)
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,

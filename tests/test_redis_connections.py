@@ -235,7 +235,7 @@ class RestoredSnapshotTests(PrivateRedisTestCase):
     """Issue 10 item 3: Redis restored from an older snapshot while the daemon runs."""
 
     timeout = 60
-    CRON = "*/4 * * * * * *"  # every 4 s: the restart lands before the next fire
+    CRON = "*/3 * * * * * *"  # every 3 s: the restart lands before the next fire
     SCHEDULES = ("TS-000601", "TS-000602", "TS-000603")
 
     @defer.inlineCallbacks
@@ -257,7 +257,7 @@ class RestoredSnapshotTests(PrivateRedisTestCase):
         shutil.copy(snapshot, os.path.join(self.redis_server.base_dir, "dump.rdb"))
         self.redis_server.start()
         restored_at = time.time()
-        yield wait_for(lambda: self.latest(log) > restored_at + 4, 15, "a fire after the restore")
+        yield wait_for(lambda: self.latest(log) > restored_at + 3, 15, "a fire after the restore")
 
         counts = Counter((e["schedule_id"], e["due"]) for e in log.matching("enqueued {schedule_id}"))
         self.assertEqual([key for key, n in counts.items() if n > 1], [])
