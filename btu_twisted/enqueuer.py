@@ -125,7 +125,7 @@ class Enqueuer:
             except redis.WatchError:
                 continue
             except (redis.ConnectionError, redis.TimeoutError):
-                self._drop_idle_connections()
+                self.drop_idle_connections()
                 raise
         raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting attempts to enqueue "
                            f"{len(fires)} fires")
@@ -230,7 +230,7 @@ class Enqueuer:
             queues[name] = Queue(name, connection=connection)
         return queues[name]
 
-    def _drop_idle_connections(self) -> None:
+    def drop_idle_connections(self) -> None:
         """After a connection failure, close every thread's idle connections: through Sentinel
         each new one asks for the current master, so no thread waits out its own timeout against
         a master that is gone or frozen."""

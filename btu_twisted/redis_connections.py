@@ -224,6 +224,11 @@ class _TrackedSentinel(txredisapi.Sentinel):
         super().__init__(addresses, **connection_kwargs)
         self._tracker = tracker
         self._clock = clock
+        self._factories = []
+
+    def _connect_factory_and_return_handler(self, factory):
+        self._factories.append(factory)
+        return super()._connect_factory_and_return_handler(factory)
 
     def discover_master(self, service_name):
         found = super().discover_master(service_name)
@@ -231,6 +236,12 @@ class _TrackedSentinel(txredisapi.Sentinel):
         return found
 
     def _seen(self, address):
+        if self._tracker.address not in (None, address):
+            # txredisapi only closes them gracefully, which leaves the commands waiting on a
+            # frozen old master for their whole timeout: abort, so they fail (and are retried) now.
+            for factory in self._factories:
+                for connection in list(factory.pool):
+                    connection.transport.abortConnection()
         self._tracker.seen(address, self._clock.seconds())
         return address
 

@@ -107,8 +107,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
     if stats.redis_master is not None:
-        # Its own connections found the new master: dispatch now, not after the back-off.
-        stats.redis_master.on_moved = lambda: reactor.callLater(0, dispatcher.wake)
+        stats.redis_master.on_moved = lambda: reactor.callLater(0, _follow_master, enqueuer, dispatcher)
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
@@ -139,6 +138,14 @@ def _check_database(config) -> None:
                          f"{config.mysql_user!r}: {e}\n(set startup_without_database_connections = "
                          "true to start anyway and wait for it)\n")
         raise SystemExit(1) from None
+
+
+def _follow_master(enqueuer, dispatcher) -> None:
+    """The daemon's own connections found a new master: the RQ writes' idle connections (to the
+    old one, maybe frozen) are closed so the next asks Sentinel, and dispatch resumes now rather
+    than after its back-off."""
+    enqueuer.drop_idle_connections()
+    dispatcher.wake()
 
 
 def _check_redis(settings) -> None:

@@ -42,4 +42,6 @@ class SentinelFailoverTests(unittest.TestCase):
                           run.report.anomalies), ([], [], [], []), message)
         self.assertGreater(run.resumed_at, run.promoted_at, message)
         for daemon in run.daemons:
-            self.assertGreaterEqual(daemon.log_count("Redis master moved from"), 1, daemon.log_tail())
+            self.assertEqual(daemon.log_count("Redis master moved from"), 1, daemon.log_tail())
+        self.assertEqual([(m["address"], m["failovers_seen"]) for m in run.masters],
+                         [(f"127.0.0.1:{group.replica.port}", 1)] * 2, message)

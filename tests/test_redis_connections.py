@@ -14,8 +14,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted import config as configuration
-from btu_twisted.redis_connections import (RedisSettingsError, TLSFiles, parse_sentinel,
-                                           settings_for_url, settings_from)
+from btu_twisted.redis_connections import (MasterTracker, RedisSettingsError, TLSFiles,
+                                           parse_sentinel, settings_for_url, settings_from)
 from tests.support import frappe_schema as fs
 from tests.support.daemon import TwistdProcess, short_dir, wait_for, write_config, daemon_config
 from tests.support.redis_topology import TCPRedis, acl_rule, make_certificates
@@ -83,6 +83,21 @@ class SettingsTests(unittest.TestCase):
         for keys, message in cases:
             with self.assertRaisesRegex(configuration.ConfigError, message):
                 config_of(**keys)
+
+
+class MasterTrackerTests(unittest.TestCase):
+    """What `status` shows as redis_master, and the wake-up when the master moves."""
+
+    def test_counts_moves_not_rediscoveries_and_calls_on_moved(self):
+        """The first master is not a failover; each change is one, and calls on_moved once."""
+        moves = []
+        tracker = MasterTracker(on_moved=lambda: moves.append(True))
+        tracker.seen(("10.0.0.1", 6379), 100.0)
+        tracker.seen(("10.0.0.1", 6379), 101.0)
+        tracker.seen(("10.0.0.2", 6379), 102.0)
+        self.assertEqual(tracker.as_dict(), {"address": "10.0.0.2:6379", "failovers_seen": 1,
+                                             "changed_at": 102.0})
+        self.assertEqual(moves, [True])
 
 
 class LogCapture:

@@ -9,6 +9,7 @@ bench/failover.py (long, with both faults and both replica settings).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from tests.support.chaos import (ChaosDaemon, Outage, Report, chaos_crons, check, create_schedules,
                                  daemon_keys, read_enqueued, start_all, wait_planned)
+from tests.support.daemon import control_request
 from tests.support.redis_topology import SERVICE, SentinelGroup
 
 POLL_INTERVAL_SECS = 5   # scheduler_polling_interval: also the dispatcher's longest back-off
@@ -36,6 +38,7 @@ class FailoverRun:
     longest_gap: float
     acknowledged_lost: list = field(default_factory=list)  # [(schedule, when)] logged, not in Redis
     daemons: list = field(default_factory=list)
+    masters: list = field(default_factory=list)  # each daemon's `status` redis_master at the end
 
     def summary(self) -> str:
         return (f"{self.fault}, redis_min_replicas={self.min_replicas}: {self.report.summary()}; "
@@ -72,6 +75,9 @@ def run_failover(directory: str, group: SentinelGroup, mariadb_socket: str, sql,
         time.sleep(after_secs)
         window_end = time.time()
         time.sleep(DRAIN_SECS)
+        masters = [json.loads(control_request(d.socket_path, {"request_type": "status",
+                                                              "request_content": None}))["redis_master"]
+                   for d in fleet]
     finally:
         admin.close()
         for daemon in fleet:
@@ -92,4 +98,4 @@ def run_failover(directory: str, group: SentinelGroup, mariadb_socket: str, sql,
                   if window_start <= key[1] <= window_end and not found.counts[key])
     gaps = [b - a for a, b in zip(enqueued_at, enqueued_at[1:])]
     return FailoverRun(report, fault, min_replicas, fault_at, promoted_at, resumed_at,
-                       max(gaps, default=0.0), lost, fleet)
+                       max(gaps, default=0.0), lost, fleet, masters)
