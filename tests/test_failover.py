@@ -14,10 +14,6 @@ from tests.support.failover import run_failover
 from tests.support.redis_topology import SentinelGroup
 from tests.support.servers import shared_mariadb, use_shared_servers
 
-SCHEDULES = 20
-BEFORE_SECS = 3
-AFTER_SECS = 5
-
 
 class SentinelFailoverTests(unittest.TestCase):
     """A private Sentinel group per test; the schedules live in a fresh database of the shared MariaDB."""
@@ -31,8 +27,8 @@ class SentinelFailoverTests(unittest.TestCase):
         """kill -9 of the master: 0 duplicates, 0 acknowledged fires lost (redis_min_replicas = 1)."""
         group = SentinelGroup(self.addCleanup)
         run = run_failover(short_dir(self), group, shared_mariadb().socket_path, self.sql,
-                           self.database, SCHEDULES, "kill -9", min_replicas=1,
-                           before_secs=BEFORE_SECS, after_secs=AFTER_SECS)
+                           self.database, schedules=20, fault="kill -9", min_replicas=1,
+                           before_secs=3, after_secs=5)
         log.msg(run.summary())
         message = f"{run.summary()}\n{run.report.details()}\nlogs: {[d.log_path for d in run.daemons]}"
 
