@@ -122,6 +122,7 @@ class Commands:
             "unplannable_truncated": len(self._stats.problems) > MAX_UNPLANNABLE_LISTED,
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
+            "redis_master": self._stats.redis_master.as_dict() if self._stats.redis_master else None,
             "socket_connections": self.control.open_connections if self.control else None,
             "source": self._source,
             "planned_schedules": None,

@@ -25,7 +25,7 @@ CONFIG_ENV_VAR = "BTU_SCHEDULER_CONFIG"
 EMBEDDED_CONFIG = Path(__file__).parent / "data" / "embedded.toml"
 
 SECRET_KEYS = frozenset({"mysql_password", "webserver_token", "email_account_password", "redis_url",
-                         "http_token"})
+                         "http_token", "redis_sentinel_password", "redis_master_password"})
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 JOB_BUILDERS = ("auto", "btu", "btu-web", "frappe", "python")
 
@@ -94,6 +94,19 @@ class Config:
     # --- bench discovery (issue 9) ---
     frappe_bench_path: str | None = None  # a Frappe bench whose files supply the unset keys (bench.py)
     frappe_sites: tuple[str, ...] = ()    # its site to serve (one for now); default currentsite.txt
+    # --- Redis connections: Sentinel, durable claims, TLS, ACL users (issue 12) --------------
+    redis_sentinels: tuple[str, ...] = ()       # "host:port" of each Sentinel; empty: no Sentinel
+    redis_sentinel_service: str = "mymaster"    # the master's name in the Sentinels
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password: str | None = _secret()
+    redis_master_username: str | None = None    # default: the user of redis_url
+    redis_master_password: str | None = _secret()  # default: the password of redis_url
+    redis_min_replicas: int = 0                 # replicas that must acknowledge each enqueue (WAIT)
+    redis_min_replicas_timeout_secs: float = 0.5
+    redis_tls_ca_file: str | None = None        # rediss://: CA of the server (default: the system's)
+    redis_tls_cert_file: str | None = None      # client certificate, PEM
+    redis_tls_key_file: str | None = None       # its key, PEM (default: in redis_tls_cert_file)
+    redis_tls_verify_hostname: bool = True
     # --- where each setting came from (issue 8 item 7) ------------------------------------------
     # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
     # keys absent from it have their default. Shown by the start-up log, never with values.
@@ -154,7 +167,7 @@ def _show(key: str, value: Any) -> str:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check one raw TOML value against the field's type and bounds, returning the typed value."""
-    if key == "frappe_sites":
+    if key in ("frappe_sites", "redis_sentinels"):
         _expect(key, value, list)
         return tuple(_expect(key, v, str) for v in value)
     if key in ("socket_allowed_uids", "socket_allowed_gids"):
@@ -217,6 +230,8 @@ def _validate(config: Config) -> None:
     _check_zone(config.time_zone_string)
     _validate_control_channels(config)
     _validate_bench(config)
+    _validate_redis_connections(config)
+    _validate_http(config)
 
 
 def _validate_control_channels(config: Config) -> None:
@@ -246,7 +261,6 @@ def _validate_builders(config: Config) -> None:
     if config.job_builder == "btu-web" and not config.webserver_token:
         raise ConfigError("webserver_token: required when job_builder is 'btu-web' (the Frappe API "
                           "token, \"token <api key>:<api secret>\")")
-    _validate_http(config)
 
 
 def _validate_http(config: Config) -> None:
@@ -258,6 +272,34 @@ def _validate_http(config: Config) -> None:
     if config.http_token is not None and (len(config.http_token) < 16 or any(c.isspace() for c in config.http_token)):
         raise ConfigError("http_token: must be at least 16 characters without spaces "
                           "(e.g. the output of `openssl rand -hex 16`)")
+
+
+def _validate_redis_connections(config: Config) -> None:
+    """Sentinel, replica and TLS settings: parsed as the connections will use them."""
+    from btu_twisted.redis_connections import RedisSettingsError, settings_from
+
+    if config.redis_min_replicas < 0:
+        raise ConfigError(f"redis_min_replicas: must not be negative, got {config.redis_min_replicas}")
+    if config.redis_min_replicas_timeout_secs <= 0:
+        raise ConfigError("redis_min_replicas_timeout_secs: must be greater than zero, got "
+                          f"{config.redis_min_replicas_timeout_secs}")
+    if config.redis_sentinels and not config.redis_sentinel_service:
+        raise ConfigError("redis_sentinel_service: required with redis_sentinels (the master's name)")
+    if config.redis_sentinels and config.effective_redis_url.startswith(("rediss://", "unix://")):
+        raise ConfigError("redis_sentinels: Sentinel is supported with redis:// only (not TLS or a "
+                          "unix socket); redis_url then gives the credentials and db")
+    tls_files = ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    if any(getattr(config, key) for key in tls_files) and not config.effective_redis_url.startswith("rediss://"):
+        raise ConfigError("redis_tls_ca_file/redis_tls_cert_file/redis_tls_key_file: TLS files need a "
+                          "rediss:// redis_url")
+    for key in tls_files:
+        path = getattr(config, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{key}: {path} does not exist or cannot be read")
+    try:
+        settings_from(config)
+    except RedisSettingsError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_zone(name: str) -> None:

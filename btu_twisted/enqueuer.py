@@ -6,26 +6,35 @@ the schedule's watermark `btu_scheduler:last_fire:<id>` to the fire instant, rec
 history (`history.py`), and replaces the fired member with the next one. WATCHing the watermarks makes the claim atomic: a fire at or before its
 schedule's watermark was already enqueued (by this daemon before a crash, or by a peer) and is
 skipped, and a crash at any instruction leaves either all of a batch's effects or none.
+
+Durable claims (issue 12): with `redis_min_replicas`, each transaction is followed by WAIT on its
+own connection. And the enqueuer remembers, per schedule, the last fire it enqueued: a watermark in
+Redis older than that (Redis restored from an older snapshot, or failed over to a lagging replica)
+is logged once per episode and re-asserted in the same transaction, so this daemon never enqueues
+a fire twice whatever Redis forgot.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from dataclasses import dataclass
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from rq import Callback, Queue
 from rq.job import Job
+from twisted.logger import Logger
 
 from btu_twisted import history
-from btu_twisted.builders import JobSpec
+from btu_twisted.builders import JobSpec, iso_utc
+from btu_twisted.logs import OBSERVER
+from btu_twisted.redis_connections import RedisSettings, redis_py_client, settings_for_url
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
 
 SOCKET_TIMEOUT_SECS = 5
 WATERMARK_TTL_SECS = 8 * 24 * 3600  # far longer than any window in which a fire could be replayed
+REGRESSION_EPISODE_SECS = 60       # lost watermarks seen within this of each other: one log line
 MAX_ATTEMPTS = 20                   # WATCH conflicts only come from peers dispatching the same fires
 
 # Remove each fired member; plan the next fire unless the schedule was re-planned meanwhile.
@@ -70,18 +79,38 @@ class Fire:
 class Enqueuer:
     """Blocking RQ/Redis client; every method is meant to run in a pool thread."""
 
-    def __init__(self, redis_url: str, now=time.time, sleep=time.sleep):
-        # No client-side retries: a failed transaction is retried by the dispatcher, which
-        # re-reads what is due, so a retried EXEC can never enqueue a fire twice.
-        timeouts = {"socket_timeout": SOCKET_TIMEOUT_SECS}
-        if not redis_url.startswith("unix:"):
-            # redis-py < 5 refuses this keyword for unix sockets, where socket_timeout bounds the
-            # connect (and redis-py >= 5 falls back to it, or to its own 5 s default in 8.x).
-            timeouts["socket_connect_timeout"] = SOCKET_TIMEOUT_SECS
-        self.connection = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
+    log = Logger(observer=OBSERVER)
+
+    def __init__(self, redis_settings: RedisSettings | str, now=time.time, sleep=time.sleep,
+                 min_replicas: int = 0, replicas_timeout_secs: float = 0.5):
+        if isinstance(redis_settings, str):
+            redis_settings = settings_for_url(redis_settings)
+        self._settings = redis_settings
         self._now = now
         self._sleep = sleep
-        self._queues: dict[str, Queue] = {}
+        self._min_replicas = min_replicas
+        self._replicas_timeout_ms = int(replicas_timeout_secs * 1000)
+        self._local = threading.local()
+        self._clients: list[redis.Redis] = []
+        self._lock = threading.Lock()  # guards _clients and _enqueued across the pool threads
+        # schedule ID -> last fire this process enqueued: one int per schedule, so bounded by the
+        # schedules planned; a fire at or before it is never enqueued again.
+        self._enqueued: dict[str, int] = {}
+        self._regressed_at: float | None = None  # last time Redis was seen to have lost our watermarks
+        self.regressions = 0      # watermarks re-asserted
+        self._unreplicated = False  # inside an episode of WAIT timing out
+
+    @property
+    def connection(self) -> redis.Redis:
+        """This thread's client: its pipeline and its WAIT take the same pooled connection (the
+        pool hands back the one last released), since WAIT only covers its connection's writes."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = redis_py_client(self._settings, SOCKET_TIMEOUT_SECS)
+            self._local.queues = {}
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def dispatch(self, fires: list[Fire], not_before: float) -> list[str]:
         """Wait until `not_before`, then enqueue `fires` atomically; returns one outcome per fire.
@@ -98,39 +127,104 @@ class Enqueuer:
                 return self._transact(fires, jobs, keys, not_before)
             except redis.WatchError:
                 continue
+            except (redis.ConnectionError, redis.TimeoutError):
+                self.drop_idle_connections()
+                raise
         raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting attempts to enqueue "
                            f"{len(fires)} fires")
 
     def _transact(self, fires: list[Fire], jobs: dict, keys: list[str], not_before: float) -> list[str]:
         with self.connection.pipeline() as pipe:
-            pipe.watch(*keys)
-            watermarks = pipe.mget(keys)
-            delay = not_before - self._now()
-            if delay > 0:
-                self._sleep(delay)
-            pipe.multi()
-            late = self._now() - not_before
-            outcomes, advance = [], []
-            for fire, key, watermark in zip(fires, keys, watermarks):
-                if watermark is not None and int(watermark) >= fire.when:
-                    outcomes.append(ALREADY_ENQUEUED)
-                elif fire.job is None:
-                    outcomes.append(NOT_ENQUEUED)
-                else:
-                    # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
-                    # unconditionally, which fails inside our transaction.
-                    self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
-                    if fire.job.data is not None:
-                        # Pre-pickled job data (btu-web): replaces the placeholder rq serialised,
-                        # compressed as rq writes it, inside the same transaction.
-                        pipe.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
-                    pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
-                    history.append(pipe, fire.schedule_id, history.entry(fire.when, fire.job, late))
-                    outcomes.append(ENQUEUED)
-                advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
-            pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
-            pipe.execute()
-            return outcomes
+            try:
+                outcomes = self._claim(pipe, fires, jobs, keys, not_before)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Closed now, so that the pipeline's UNWATCH on exit reconnects (to the current
+                # master) instead of waiting out a second timeout on a frozen one.
+                if pipe.connection is not None:
+                    pipe.connection.disconnect()
+                raise
+        self._remember([fire for fire, outcome in zip(fires, outcomes) if outcome == ENQUEUED])
+        if self._min_replicas and ENQUEUED in outcomes:
+            self._wait_for_replicas(fires)
+        return outcomes
+
+    def _claim(self, pipe, fires: list[Fire], jobs: dict, keys: list[str], not_before: float) -> list[str]:
+        """The transaction itself: WATCH and read the watermarks, wait for the instant, claim."""
+        pipe.watch(*keys)
+        watermarks = pipe.mget(keys)
+        delay = not_before - self._now()
+        if delay > 0:
+            self._sleep(delay)
+        pipe.multi()
+        late = self._now() - not_before
+        outcomes, advance = [], []
+        for fire, key, watermark in zip(fires, keys, watermarks):
+            watermark = self._reassert(pipe, fire.schedule_id, key, watermark)
+            if watermark is not None and watermark >= fire.when:
+                outcomes.append(ALREADY_ENQUEUED)
+            elif fire.job is None:
+                outcomes.append(NOT_ENQUEUED)
+            else:
+                # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
+                # unconditionally, which fails inside our transaction.
+                self._queue(fire.job.queue).enqueue_many([jobs[fire.member]], pipeline=pipe)
+                if fire.job.data is not None:
+                    # Pre-pickled job data (btu-web): replaces the placeholder rq serialised,
+                    # compressed as rq writes it, inside the same transaction.
+                    pipe.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
+                pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
+                history.append(pipe, fire.schedule_id, history.entry(fire.when, fire.job, late))
+                outcomes.append(ENQUEUED)
+            advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
+        pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
+        pipe.execute()
+        return outcomes
+
+    def _reassert(self, pipe, schedule_id: str, key: str, stored) -> int | None:
+        """The schedule's watermark: Redis's, or the later fire this process remembers enqueueing,
+        which is then written back inside the transaction so that peers see it too."""
+        stored = None if stored is None else int(stored)
+        with self._lock:
+            remembered = self._enqueued.get(schedule_id)
+            if remembered is None or (stored is not None and stored >= remembered):
+                return stored
+            self.regressions += 1
+        now = self._now()
+        if self._regressed_at is None or now - self._regressed_at > REGRESSION_EPISODE_SECS:
+            self.log.warn("Redis has lost writes of this daemon: the watermark of {schedule_id} is "
+                          "{stored}, but this daemon enqueued its fire of {remembered} (Redis "
+                          "restored from an older snapshot, or failed over to a lagging replica); "
+                          "re-asserting what this daemon enqueued, no fire is enqueued twice",
+                          schedule_id=schedule_id, remembered=iso_utc(remembered),
+                          stored="missing" if stored is None else iso_utc(stored))
+        self._regressed_at = now
+        pipe.set(key, remembered, ex=WATERMARK_TTL_SECS)
+        return remembered
+
+    def _remember(self, enqueued: list[Fire]) -> None:
+        with self._lock:
+            for fire in enqueued:
+                if fire.when > self._enqueued.get(fire.schedule_id, fire.when - 1):
+                    self._enqueued[fire.schedule_id] = fire.when
+
+    def _wait_for_replicas(self, fires: list[Fire]) -> None:
+        """WAIT for `redis_min_replicas` copies of the transaction. On a timeout the fires stay
+        enqueued (on the master) and remembered here: retrying could only enqueue them twice."""
+        acknowledged = self.connection.wait(self._min_replicas, self._replicas_timeout_ms)
+        if acknowledged >= self._min_replicas:
+            if self._unreplicated:
+                self._unreplicated = False
+                self.log.info("Redis replicas acknowledge enqueues again ({count} of {wanted})",
+                              count=acknowledged, wanted=self._min_replicas)
+            return
+        if not self._unreplicated:
+            self._unreplicated = True
+            self.log.warn("only {count} of redis_min_replicas={wanted} replicas acknowledged the "
+                          "enqueue of {schedule_id} for {due} within {timeout} ms: kept on the "
+                          "master, at risk if it fails before replicating (logged once until "
+                          "replicas catch up)", count=acknowledged, wanted=self._min_replicas,
+                          schedule_id=fires[0].schedule_id, due=iso_utc(fires[0].when),
+                          timeout=self._replicas_timeout_ms)
 
     def enqueue_now(self, schedule_id: str | None, spec: JobSpec, when: int) -> bool:
         """Enqueue one job outside the plan (run-now), with its history entry (none without a
@@ -158,9 +252,23 @@ class Enqueuer:
             job_id=spec.job_id, meta=spec.meta, on_failure=on_failure)
 
     def _queue(self, name: str) -> Queue:
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self.connection)
-        return self._queues[name]
+        connection = self.connection
+        queues = self._local.queues
+        if name not in queues:
+            queues[name] = Queue(name, connection=connection)
+        return queues[name]
+
+    def drop_idle_connections(self) -> None:
+        """After a connection failure, close every thread's idle connections: through Sentinel
+        each new one asks for the current master, so no thread waits out its own timeout against
+        a master that is gone or frozen."""
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.connection_pool.disconnect(inuse_connections=False)
 
     def close(self) -> None:
-        self.connection.close()
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()

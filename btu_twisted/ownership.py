@@ -18,6 +18,7 @@ from twisted.internet import task
 from twisted.logger import Logger, LogLevel
 
 from btu_twisted.logs import OBSERVER
+from btu_twisted.redis_connections import redis_py_client
 
 OWNER_KEY = "btu_scheduler:owner"
 CHECK_TIMEOUT_SECS = 5.0  # the start-up check gives up on an unreachable Redis after this
@@ -49,14 +50,13 @@ def refusal(owner: str, ours: str, site: str | None) -> str:
             f"redis-cli DEL {OWNER_KEY}")
 
 
-def check_at_start(redis_url: str, ours: str, site: str | None) -> bool:
+def check_at_start(redis_settings, ours: str, site: str | None) -> bool:
     """Claim or verify ownership, blocking (before twistd forks, no reactor is running).
 
     Returns False when Redis is unreachable (the guard's loop checks once it answers); raises
     OwnershipError when another database owns the layout.
     """
-    client = redis.Redis.from_url(redis_url, socket_timeout=CHECK_TIMEOUT_SECS,
-                                  socket_connect_timeout=CHECK_TIMEOUT_SECS)
+    client = redis_py_client(redis_settings, socket_timeout=CHECK_TIMEOUT_SECS)
     try:
         owner = client.eval(CLAIM_SCRIPT, 1, OWNER_KEY, ours)
     except redis.RedisError:
@@ -69,11 +69,11 @@ def check_at_start(redis_url: str, ours: str, site: str | None) -> bool:
     return True
 
 
-def refuse_or_claim(config) -> bool:
+def refuse_or_claim(config, redis_settings) -> bool:
     """The start-up check of makeService: exit 1 with one line when another database owns the
     layout; returns whether Redis answered."""
     try:
-        return check_at_start(config.effective_redis_url, identity(config), config.effective_frappe_site)
+        return check_at_start(redis_settings, identity(config), config.effective_frappe_site)
     except OwnershipError as e:
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Stats:
         """Count one dispatch event (enqueued, skipped_misfires, errors) in total and for its queue."""
         self.counts[event] += 1
         self.by_queue[event, queue] += 1
+    redis_master: Any = None  # a redis_connections.MasterTracker when Redis is Sentinel-managed
 
     def problem(self, schedule_id: str, reason: str | None) -> None:
         """Record (or, with None, clear) why a schedule cannot be planned."""

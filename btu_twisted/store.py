@@ -8,16 +8,16 @@ its member so re-planning and cancelling touch exactly that schedule, atomically
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, unquote, urlparse
-
-import txredisapi
 from twisted.internet import defer
+
+from btu_twisted.redis_connections import (REPLY_TIMEOUT_SECS, RedisSettings, WritesRefused,
+                                           settings_for_url, txredis_connection)
 
 SCHEDULE_KEY = "btu_scheduler:task_execution_times"
 PLANNED_KEY = "btu_scheduler:planned"
 LAST_FIRE_PREFIX = "btu_scheduler:last_fire:"
 REFRESHED_KEY = "btu_scheduler:refreshed"
-REPLY_TIMEOUT_SECS = 5  # a call to a stopped or paused Redis fails after this, instead of hanging
+POOL_SIZE = 2
 
 # Set each schedule's member to "<id>|<ts>", replacing its previous one; a member already due
 # (score <= now) is left for the dispatcher so a missed fire is caught up, not silently re-planned.
@@ -81,28 +81,15 @@ def split_member(member: str) -> tuple[str, int] | None:
     return schedule_id, int(when)
 
 
-def connect(redis_url: str):
-    """A lazy, self-reconnecting txredisapi connection pool for a redis://, rediss:// or unix:// URL."""
-    url = urlparse(redis_url)
-    query = parse_qs(url.query)
-    password = unquote(url.password) if url.password else query.get("password", [None])[0]
-    common = dict(poolsize=2, reconnect=True, charset="utf-8", password=password,
-                  connectTimeout=REPLY_TIMEOUT_SECS, replyTimeout=REPLY_TIMEOUT_SECS)
-    if url.scheme == "unix":
-        return txredisapi.makeUnixConnection(url.path, int(query.get("db", ["0"])[0]), isLazy=True,
-                                             convertNumbers=True, **common)
-    return txredisapi.lazyConnectionPool(url.hostname or "localhost", url.port or 6379,
-                                         dbid=int(url.path.lstrip("/") or 0),
-                                         ssl_context_factory=url.scheme == "rediss", **common)
-
-
 class ScheduleStore:
     """Plan, cancel and read the schedule sorted set; every method returns a Deferred."""
 
-    def __init__(self, clock, redis_url: str | None = None, redis=None):
+    def __init__(self, clock, redis: RedisSettings | str | None = None, connection=None,
+                 master_tracker=None):
         self._clock = clock
-        self._url = redis_url
-        self._redis = redis
+        self._settings = settings_for_url(redis) if isinstance(redis, str) else redis
+        self._redis = connection
+        self._tracker = master_tracker
 
     def _call(self, command: str, *args, **kwargs) -> defer.Deferred:
         """Run one command; while Redis is unreachable txredisapi waits for a connection, so bound
@@ -114,7 +101,7 @@ class ScheduleStore:
     def open(self) -> None:
         """Start connecting (lazily: commands wait for the connection, bounded by their timeout)."""
         if self._redis is None:
-            self._redis = connect(self._url)
+            self._redis = txredis_connection(self._settings, POOL_SIZE, self._clock, self._tracker)
 
     def plan(self, entries: list[tuple[str, int]], now: float) -> defer.Deferred:
         """Set the next fire of each (schedule_id, unix seconds); fires with how many were kept."""
@@ -142,16 +129,29 @@ class ScheduleStore:
         return self._call("eval", STRAYS_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], list(members))
 
     @defer.inlineCallbacks
+    def _writable(self, read: defer.Deferred):
+        """The result of `read`, once ROLE (asked at the same time) says this Redis takes writes:
+        a read-only replica answers every read, so the dispatcher's reads check it is a master."""
+        both = defer.gatherResults([self._call("role"), read], consumeErrors=True)
+        both.addErrback(lambda failure: failure.value.subFailure)  # the first error itself
+        role, found = yield both
+        if role[0] != "master":
+            where = self._settings.description if self._settings else "Redis"
+            raise WritesRefused(f"{where} is a read-only replica (ROLE {role[0]}): writes are refused; "
+                                "give the master's address, or redis_sentinels")
+        return found
+
+    @defer.inlineCallbacks
     def earliest(self):
-        """(member, score) of the next fire, or None when nothing is planned."""
-        found = yield self._call("zrange", SCHEDULE_KEY, 0, 0, withscores=True)
+        """(member, score) of the next fire, or None when nothing is planned (checks writability)."""
+        found = yield self._writable(self._call("zrange", SCHEDULE_KEY, 0, 0, withscores=True))
         return (found[0][0], found[0][1]) if found else None
 
     @defer.inlineCallbacks
     def due(self, until: float, limit: int):
-        """[(member, score)] of members due at or before `until`, earliest first."""
-        found = yield self._call("zrangebyscore", SCHEDULE_KEY, "-inf", until, withscores=True,
-                                                offset=0, count=limit)
+        """[(member, score)] of members due at or before `until`, earliest first (checks writability)."""
+        found = yield self._writable(self._call("zrangebyscore", SCHEDULE_KEY, "-inf", until,
+                                                withscores=True, offset=0, count=limit))
         return [(member, score) for member, score in found]
 
     @defer.inlineCallbacks

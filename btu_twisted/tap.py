@@ -22,6 +22,7 @@ from btu_twisted.file_source import FileSource
 from btu_twisted.builders.factory import make_builder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
+from btu_twisted.redis_connections import MasterTracker, check_reachable, settings_from
 from btu_twisted.refresher import Refresher
 from btu_twisted.sql_source import SQLSource, check_connection
 from btu_twisted.stats import Stats
@@ -109,17 +110,21 @@ def makeService(options, reactor=None) -> service.MultiService:
         # warnings.warn() event and fail looking up its filename and lineno.
         log.warn("{config_path}: {problem}", config_path=options.get("config_path"), problem=warning)
     _check_database(config)
-    owner_checked = ownership.refuse_or_claim(config) if config.uses_sql else False
+    redis_settings = settings_from(config)
+    _check_redis(redis_settings)
+    owner_checked = ownership.refuse_or_claim(config, redis_settings) if config.uses_sql else False
 
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
-    stats = Stats(started_at=reactor.seconds())
+    stats = Stats(started_at=reactor.seconds(),
+                  redis_master=MasterTracker() if redis_settings.sentinels else None)
     source = MonitoredSource(
         FileSource(config.schedule_file, *configured_zone(config)) if config.schedule_file else SQLSource(config),
         stats.sql, reactor)
-    store = ScheduleStore(reactor, config.effective_redis_url)
+    store = ScheduleStore(reactor, redis_settings, master_tracker=stats.redis_master)
     queue = UniqueQueue()
     rows = RowCache()
-    enqueuer = Enqueuer(config.effective_redis_url)
+    enqueuer = Enqueuer(redis_settings, min_replicas=config.redis_min_replicas,
+                        replicas_timeout_secs=config.redis_min_replicas_timeout_secs)
     builder = make_builder(config.job_builder, config, reactor, source, stats)
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close, builder.close])
@@ -131,6 +136,8 @@ def makeService(options, reactor=None) -> service.MultiService:
         reactor, store, source, rows, builder, enqueuer, in_thread,
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
+    if stats.redis_master is not None:
+        stats.redis_master.on_moved = lambda: reactor.callLater(0, _follow_master, enqueuer, dispatcher)
     planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
     refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
@@ -138,7 +145,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     commands = Commands(reactor, queue, store, refresher, stats, config, rows=rows,
                         source=config.schedule_source)
     try:
-        channels = control_channels(reactor, config, commands)
+        channels = control_channels(reactor, config, commands, redis_settings)
     except ListenerError as e:  # before twistd forks: one line and exit 1, in -n and daemon mode
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None
@@ -156,7 +163,7 @@ def makeService(options, reactor=None) -> service.MultiService:
              "Configuration's wins), control channels {channels}, HTTP {http}; configuration {config_path}",
              name=config.name, environment=config.environment_name,
              source=config.schedule_source,
-             redis=configuration.redact_url(config.effective_redis_url), builder=config.job_builder,
+             redis=redis_settings.description, builder=config.job_builder,
              zone=config.time_zone_string, channels=_channel_summary(config),
              http="off" if config.http_port is None else f"{config.http_interface}:{config.http_port}",
              config_path=options.get("config_path"))
@@ -195,6 +202,22 @@ def _check_database(config) -> None:
                          f"{config.mysql_user!r}: {e}\n(set startup_without_database_connections = "
                          "true to start anyway and wait for it)\n")
         raise SystemExit(1) from None
+
+
+def _follow_master(enqueuer, dispatcher) -> None:
+    """The daemon's own connections found a new master: the RQ writes' idle connections (to the
+    old one, maybe frozen) are closed so the next asks Sentinel, and dispatch resumes now rather
+    than after its back-off."""
+    enqueuer.drop_idle_connections()
+    dispatcher.wake()
+
+
+def _check_redis(settings) -> None:
+    """A Redis that refuses our TLS or credentials is a clear exit; one that is down is waited for."""
+    problem = check_reachable(settings)
+    if problem:
+        sys.stderr.write(f"btu: {problem}\n")
+        raise SystemExit(1)
 
 
 class DaemonService(service.MultiService):

@@ -109,7 +109,8 @@ class EnvironmentVariableTests(unittest.SynchronousTestCase):
 
         string_keys = [key for key, f in _FIELDS.items() if str(f.type).startswith("str")
                        and key not in ("redis_url", "queue_name_template", "tracing_level", "time_zone_string",
-                                       "job_builder", "schedule_file", "frappe_bench_path")]
+                                       "job_builder", "schedule_file", "frappe_bench_path",
+                                       "redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")]
         value = "v-{}-from-the-environment".format  # long enough for http_token's minimum
         config, _ = parsed(**{f"BTU_SCHEDULER_{key.upper()}": value(key) for key in string_keys})
         for key in string_keys:

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from btu_twisted import ownership
 from btu_twisted.config import parse
+from btu_twisted.redis_connections import settings_for_url
 from tests.support.bench_tree import make_bench
 from tests.support.daemon import TwistdProcess, control_request, poll, schedule_members, short_dir, twistd_env
 from tests.support.frappe_schema import insert_schedule, insert_task
@@ -37,15 +38,15 @@ class StartCheckTests(unittest.TestCase):
 
     def test_first_daemon_claims(self):
         """An absent key is claimed with the database's identity."""
-        self.assertTrue(ownership.check_at_start(self.redis_server.url, "database:a", "one.localhost"))
+        self.assertTrue(ownership.check_at_start(settings_for_url(self.redis_server.url), "database:a", "one.localhost"))
         self.assertEqual(self.redis.get(ownership.OWNER_KEY), b"database:a")
-        self.assertTrue(ownership.check_at_start(self.redis_server.url, "database:a", "one.localhost"))
+        self.assertTrue(ownership.check_at_start(settings_for_url(self.redis_server.url), "database:a", "one.localhost"))
 
     def test_other_database_refused(self):
         """A layout owned by another database is refused with a message naming both and the way out."""
         self.redis.set(ownership.OWNER_KEY, "database:a")
         with self.assertRaises(ownership.OwnershipError) as caught:
-            ownership.check_at_start(self.redis_server.url, "database:b", "two.localhost")
+            ownership.check_at_start(settings_for_url(self.redis_server.url), "database:b", "two.localhost")
         message = str(caught.exception)
         for part in ("belong to database:a", "reads database:b (site two.localhost)", "its own Redis",
                      "redis-cli DEL btu_scheduler:owner"):
@@ -55,7 +56,7 @@ class StartCheckTests(unittest.TestCase):
     def test_unreachable_redis(self):
         """An unreachable Redis is not a refusal: the guard's loop checks later."""
         missing = f"unix://{os.path.join(short_dir(self), 'none.sock')}?db=0"
-        self.assertFalse(ownership.check_at_start(missing, "database:a", None))
+        self.assertFalse(ownership.check_at_start(settings_for_url(missing), "database:a", None))
 
 
 class GuardLoopTests(unittest.SynchronousTestCase):

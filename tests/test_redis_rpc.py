@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from btu_twisted.channels import redis_rpc
 from btu_twisted.channels.redis_rpc import RedisRPCListener
 from btu_twisted.channels.text_protocol import RequestError
+from btu_twisted.redis_connections import settings_for_url
 from tests.support.btu_rpc_client import COMMANDS_KEY, btu_rpc_request, command, response_key
 from tests.support.daemon import wait_for
 from tests.support.servers import RedisServer, use_shared_redis
@@ -64,7 +65,7 @@ class ListenerTestCase(unittest.TestCase):
         self.recorder = Recorder()
 
     def start_listener(self, url: str | None = None, handlers=None) -> RedisRPCListener:
-        listener = RedisRPCListener(reactor, url or self.redis_server.url,
+        listener = RedisRPCListener(reactor, settings_for_url(url or self.redis_server.url),
                                     self.recorder.handlers() if handlers is None else handlers)
         listener.startService()
         self.addCleanup(listener.stopService)

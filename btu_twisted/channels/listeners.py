@@ -19,7 +19,7 @@ from btu_twisted.logs import OBSERVER
 log = Logger(observer=OBSERVER)
 
 
-def control_channels(reactor, config, commands) -> list:
+def control_channels(reactor, config, commands, redis_settings) -> list:
     """The services of every enabled channel, all answering through `commands.handlers()`.
 
     Raises ListenerError naming the setting when a channel could not listen.
@@ -39,7 +39,7 @@ def control_channels(reactor, config, commands) -> list:
         check_tcp_port(config.tcp_socket_port)
         channels.append(ControlTCPService(reactor, config.tcp_socket_port, factory))
     if not config.disable_redis_rpc:
-        channels.append(RedisRPCListener(reactor, config.effective_redis_url, handlers,
+        channels.append(RedisRPCListener(reactor, redis_settings, handlers,
                                          max_request_bytes=config.socket_max_request_bytes))
     if not channels:
         log.warn("every control channel is disabled: schedule edits wait for the next full refresh "

@@ -32,6 +32,7 @@ from btu_twisted.channels.text_protocol import (DEFAULT_MAX_REQUEST_BYTES, BadRe
                                                 request_type_of)
 from btu_twisted.commands import _schedule_id
 from btu_twisted.logs import OBSERVER
+from btu_twisted.redis_connections import RedisSettings, txredis_connection
 
 COMMANDS_KEY = "btu:scheduler:commands"
 RESPONSE_KEY_PREFIX = "btu:scheduler:rpc:"
@@ -98,9 +99,10 @@ class _Malformed(Exception):
         self.response_key = response_key
 
 
-def rpc_connection(redis_url: str):
-    """The listener's own Redis connection (a blocking pop holds it, so it is never shared)."""
-    return store.connect(redis_url)
+def rpc_connection(settings: RedisSettings):
+    """The listener's own Redis connection (a blocking pop holds it, so it is never shared), with
+    the daemon's user, TLS and Sentinel master."""
+    return txredis_connection(settings, poolsize=1)
 
 
 def _describe(error: Exception) -> str:
@@ -112,12 +114,12 @@ def _describe(error: Exception) -> str:
 class RedisRPCListener(service.Service):
     """Pops commands from ``COMMANDS_KEY``, ACKs them and runs them through ``handlers``."""
 
-    def __init__(self, clock, redis_url: str,
+    def __init__(self, clock, redis_settings: RedisSettings,
                  handlers: Mapping[str, Callable[[Any], Any]],
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 connect: Callable[[str], Any] = rpc_connection) -> None:
+                 connect: Callable[[RedisSettings], Any] = rpc_connection) -> None:
         self._clock = clock
-        self._url = redis_url
+        self._settings = redis_settings
         self._handlers = handlers
         self._max_request_bytes = max_request_bytes
         self._connect = connect
@@ -129,7 +131,7 @@ class RedisRPCListener(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self._redis = self._connect(self._url)
+        self._redis = self._connect(self._settings)
         log.info("Redis RPC listening on {key}", key=COMMANDS_KEY)
         self._loop = self._run()
 
@@ -165,7 +167,7 @@ class RedisRPCListener(service.Service):
                 except defer.CancelledError:
                     break
                 delay = min(delay * 2, RETRY_MAX_SECS)
-                self._redis = self._connect(self._url)
+                self._redis = self._connect(self._settings)
                 continue
             delay = RETRY_FIRST_SECS
             self._came_back()

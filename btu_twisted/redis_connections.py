@@ -1,0 +1,327 @@
+# -*- test-case-name: tests.test_redis_connections -*-
+"""Every Redis connection of the daemon, built from one parsed set of settings.
+
+`redis_url` (redis://, rediss://, unix://, user, password, db), the TLS files and the Sentinel
+settings are read once into `RedisSettings`; `txredis_connection` gives the daemon's own
+non-blocking txredisapi connections and `redis_py_client` the blocking client of the RQ writes,
+so both speak to the same server with the same credentials and follow the same Sentinel master.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import parse_qs, unquote, urlparse
+
+import redis
+import redis.sentinel
+import txredisapi
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from twisted.internet import ssl
+from twisted.logger import Logger
+
+from btu_twisted.logs import OBSERVER
+
+REPLY_TIMEOUT_SECS = 5  # a call to a stopped or paused Redis fails after this, instead of hanging
+DEFAULT_PORT = 6379
+# How long txredisapi waits for a Sentinel to name a healthy master (its default: 10 s); during a
+# failover none does, and the next attempt asks again, so keep it short (Sentinels answer in ms).
+SENTINEL_DISCOVERY_TIMEOUT_SECS = 1.0
+# Longest pause between reconnections to a Sentinel-managed master (txredisapi: 10 s), so the
+# daemon reaches a promoted replica within about this of the promotion. txredisapi also uses it as
+# the connect timeout of those connections: ample on the LAN a Sentinel group runs on.
+SENTINEL_RECONNECT_MAX_SECS = 1.0
+
+log = Logger(observer=OBSERVER)
+
+
+class RedisSettingsError(ValueError):
+    """The Redis settings cannot describe a connection (the message names the key)."""
+
+
+class WritesRefused(ConnectionError):
+    """The Redis we reached answers but refuses writes (a read-only replica)."""
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Where the CA, client certificate and key are, and whether the server's name is checked."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify_hostname: bool = True
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """One Redis endpoint (or Sentinel service) and how to authenticate to it."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    path: str | None = None          # a unix socket instead of host/port
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TLSFiles | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_service: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @property
+    def description(self) -> str:
+        """Where the daemon's Redis is, without secrets (for logs, errors and `status`)."""
+        if self.sentinels:
+            return (f"Sentinel service {self.sentinel_service!r} via "
+                    + ",".join(f"{host}:{port}" for host, port in self.sentinels))
+        where = f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'} {where}"
+
+
+def parse_url(url: str) -> dict:
+    """Keyword arguments of RedisSettings held by a redis://, rediss:// or unix:// URL."""
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    password = unquote(parsed.password) if parsed.password else query.get("password", [None])[0]
+    username = unquote(parsed.username) if parsed.username else query.get("username", [None])[0]
+    values = dict(username=username or None, password=password)
+    try:
+        if parsed.scheme == "unix":
+            if not parsed.path:
+                raise RedisSettingsError("redis_url: unix:// needs a socket path, e.g. unix:///run/redis.sock")
+            values.update(path=parsed.path, db=int(query.get("db", ["0"])[0]))
+        elif parsed.scheme in ("redis", "rediss"):
+            values.update(host=parsed.hostname or "localhost", port=parsed.port or DEFAULT_PORT,
+                          db=int(parsed.path.lstrip("/") or query.get("db", ["0"])[0]))
+        else:
+            raise RedisSettingsError("redis_url: must start with redis://, rediss:// or unix://")
+    except ValueError as e:
+        if isinstance(e, RedisSettingsError):
+            raise
+        raise RedisSettingsError(f"redis_url: {e} (the port and db must be numbers)") from None
+    return values
+
+
+def settings_for_url(url: str) -> RedisSettings:
+    """Settings of a bare URL (tests, tools): no Sentinel, TLS with the system's CA."""
+    values = parse_url(url)
+    if url.startswith("rediss://"):
+        values["tls"] = TLSFiles()
+    return RedisSettings(**values)
+
+
+def parse_sentinel(address: str) -> tuple[str, int]:
+    """("host", port) of a "host:port" entry of redis_sentinels."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RedisSettingsError(f"redis_sentinels: {address!r} is not \"host:port\"")
+    return host.strip("[]"), int(port)
+
+
+def settings_from(config) -> RedisSettings:
+    """The Redis settings of a Config: its URL, TLS files and Sentinel keys, checked together."""
+    values = parse_url(config.effective_redis_url)
+    if config.effective_redis_url.startswith("rediss://"):
+        values["tls"] = TLSFiles(config.redis_tls_ca_file, config.redis_tls_cert_file,
+                                 config.redis_tls_key_file, config.redis_tls_verify_hostname)
+    if config.redis_master_username is not None:
+        values["username"] = config.redis_master_username
+    if config.redis_master_password is not None:
+        values["password"] = config.redis_master_password
+    if config.redis_sentinels:
+        values.update(sentinels=tuple(parse_sentinel(a) for a in config.redis_sentinels),
+                      sentinel_service=config.redis_sentinel_service,
+                      sentinel_username=config.redis_sentinel_username,
+                      sentinel_password=config.redis_sentinel_password)
+    return RedisSettings(**values)
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise RedisSettingsError(f"{what}: cannot read {path}: {e.strerror}") from None
+
+
+def twisted_tls(settings: RedisSettings):
+    """The TLS connection creator txredisapi wraps its connections in (None without TLS)."""
+    if settings.tls is None:
+        return None
+    tls = settings.tls
+    try:
+        trust = (ssl.Certificate.loadPEM(_read(tls.ca_file, "redis_tls_ca_file"))
+                 if tls.ca_file else ssl.platformTrust())
+        client = None
+        if tls.cert_file:
+            client = ssl.PrivateCertificate.loadPEM(
+                _read(tls.cert_file, "redis_tls_cert_file")
+                + b"\n" + _read(tls.key_file or tls.cert_file, "redis_tls_key_file"))
+    except RedisSettingsError:
+        raise
+    except Exception as e:  # pyOpenSSL's errors are lists of tuples: say which setting it was
+        raise RedisSettingsError(f"redis_tls_ca_file/redis_tls_cert_file/redis_tls_key_file: not "
+                                 f"PEM certificates and key ({e})") from None
+    if tls.verify_hostname:
+        return ssl.optionsForClientTLS(settings.host, trustRoot=trust, clientCertificate=client)
+    # The chain is still verified against the CA; only the name check is off.
+    extra = {"privateKey": client.privateKey.original, "certificate": client.original} if client else {}
+    return ssl.CertificateOptions(trustRoot=trust, **extra)
+
+
+def _redis_py_tls(settings: RedisSettings) -> dict:
+    if settings.tls is None:
+        return {}
+    tls = settings.tls
+    return dict(ssl=True, ssl_ca_certs=tls.ca_file, ssl_certfile=tls.cert_file,
+                ssl_keyfile=tls.key_file, ssl_check_hostname=tls.verify_hostname,
+                ssl_cert_reqs="required")
+
+
+# --- the daemon's own connections (txredisapi) --------------------------------------------------
+
+@dataclass
+class MasterTracker:
+    """The Sentinel master the daemon's connections last discovered, and how often it changed."""
+
+    address: tuple[str, int] | None = None
+    failovers: int = 0
+    changed_at: float | None = None
+    on_moved: Callable[[], object] = lambda: None  # e.g. the dispatcher's wake: retry at once
+
+    def seen(self, address: tuple[str, int], now: float) -> None:
+        if address == self.address:
+            return
+        if self.address is not None:
+            self.failovers += 1
+            log.warn("Redis master moved from {old} to {new} (failover {count} seen)",
+                     old=_host_port(self.address), new=_host_port(address), count=self.failovers)
+            self.address, self.changed_at = address, now
+            self.on_moved()
+        else:
+            log.info("Redis master is {new}", new=_host_port(address))
+            self.address, self.changed_at = address, now
+
+    def as_dict(self) -> dict:
+        return {"address": _host_port(self.address) if self.address else None,
+                "failovers_seen": self.failovers, "changed_at": self.changed_at}
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+class _TrackedSentinel(txredisapi.Sentinel):
+    """txredisapi's Sentinel client, telling a MasterTracker each master it discovers."""
+
+    discovery_timeout = SENTINEL_DISCOVERY_TIMEOUT_SECS
+
+    def __init__(self, addresses, tracker: MasterTracker, clock, **connection_kwargs):
+        super().__init__(addresses, **connection_kwargs)
+        self._tracker = tracker
+        self._clock = clock
+        self._factories = []
+
+    def _connect_factory_and_return_handler(self, factory):
+        self._factories.append(factory)
+        return super()._connect_factory_and_return_handler(factory)
+
+    def discover_master(self, service_name):
+        found = super().discover_master(service_name)
+        found.addCallback(self._seen)
+        return found
+
+    def _seen(self, address):
+        if self._tracker.address not in (None, address):
+            # txredisapi only closes them gracefully, which leaves the commands waiting on a
+            # frozen old master for their whole timeout: abort, so they fail (and are retried) now.
+            for factory in self._factories:
+                for connection in list(factory.pool):
+                    connection.transport.abortConnection()
+        self._tracker.seen(address, self._clock.seconds())
+        return address
+
+
+class _FollowingFactory(txredisapi.SentinelConnectionFactory):
+    """txredisapi's Sentinel connection factory, retrying at least every second."""
+
+    maxDelay = SENTINEL_RECONNECT_MAX_SECS
+
+
+def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
+                       tracker: MasterTracker | None = None):
+    """A lazy, self-reconnecting txredisapi pool of `poolsize` connections to the (master) Redis.
+
+    An RPC listener that blocks on BLPOP takes a pool of its own from here, so its wait never
+    holds up the daemon's other commands.
+    """
+    common = dict(poolsize=poolsize, charset="utf-8", username=settings.username,
+                  password=settings.password, replyTimeout=REPLY_TIMEOUT_SECS)
+    if settings.sentinels:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        sentinel = _TrackedSentinel(
+            settings.sentinels, tracker or MasterTracker(), clock, username=settings.sentinel_username,
+            password=settings.sentinel_password, connectTimeout=REPLY_TIMEOUT_SECS,
+            replyTimeout=REPLY_TIMEOUT_SECS)
+        return sentinel.master_for(settings.sentinel_service, factory_class=_FollowingFactory,
+                                   dbid=settings.db, isLazy=True, **common)
+    common.update(reconnect=True, connectTimeout=REPLY_TIMEOUT_SECS)
+    if settings.path:
+        return txredisapi.makeUnixConnection(settings.path, settings.db, isLazy=True,
+                                             convertNumbers=True, **common)
+    return txredisapi.lazyConnectionPool(settings.host, settings.port, dbid=settings.db,
+                                         ssl_context_factory=twisted_tls(settings) or False, **common)
+
+
+# --- the RQ writes (redis-py) -----------------------------------------------------------------
+
+def redis_py_client(settings: RedisSettings, socket_timeout: float = REPLY_TIMEOUT_SECS) -> redis.Redis:
+    """A blocking redis-py client with socket timeouts and no client-side retries.
+
+    No retries: a failed transaction is retried by the dispatcher, which re-reads what is due, so a
+    retried EXEC can never enqueue a fire twice. Through Sentinel, each new connection asks for the
+    current master, so the client follows a failover without a restart.
+    """
+    common = dict(db=settings.db, username=settings.username, password=settings.password,
+                  socket_timeout=socket_timeout, retry=Retry(NoBackoff(), 0))
+    if settings.sentinels:
+        sentinel = redis.sentinel.Sentinel(
+            list(settings.sentinels), socket_timeout=socket_timeout,
+            sentinel_kwargs=dict(username=settings.sentinel_username,
+                                 password=settings.sentinel_password,
+                                 socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout))
+        return sentinel.master_for(settings.sentinel_service, socket_connect_timeout=socket_timeout,
+                                   **common)
+    if settings.path:
+        # redis-py < 5 refuses socket_connect_timeout for unix sockets, where socket_timeout
+        # bounds the connect.
+        return redis.Redis(unix_socket_path=settings.path, **common)
+    return redis.Redis(host=settings.host, port=settings.port, socket_connect_timeout=socket_timeout,
+                       **common, **_redis_py_tls(settings))
+
+
+def check_reachable(settings: RedisSettings, timeout: float = 2.0) -> str | None:
+    """At start-up: why Redis can never be used as configured (TLS or authentication refused),
+    or None; a Redis that is merely down is not a reason to stop, the daemon waits for it."""
+    client = redis_py_client(settings, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.AuthenticationError as e:
+        return f"Redis {settings.description}: authentication failed ({e})"
+    except redis.ConnectionError as e:
+        text = str(e)
+        if "SSL" in text or "certificate" in text:
+            return (f"Redis {settings.description}: TLS handshake failed ({text}); check "
+                    "redis_tls_ca_file, redis_tls_cert_file, redis_tls_key_file")
+        if "WRONGPASS" in text or "NOAUTH" in text or "AUTH" in text:
+            return f"Redis {settings.description}: authentication failed ({text})"
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+    return None
