@@ -108,6 +108,7 @@ class Commands:
             "unplannable": dict(sorted(self._stats.problems.items())[:MAX_LISTED]),
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
+            "clock": self._stats.clock,
             "socket_connections": self.control.open_connections if self.control else None,
             "planned_schedules": None,
             "next_due": None,

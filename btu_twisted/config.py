@@ -74,6 +74,8 @@ class Config:
     socket_max_connections: int = 4096
     socket_allowed_uids: tuple[int, ...] = ()
     socket_allowed_gids: tuple[int, ...] = ()
+    # --- clocks (issue 10) --------------------------------------------------------------------
+    max_clock_skew_secs: float = 2.0  # host clock vs Redis TIME beyond this: warned, shown in status
 
     @property
     def effective_redis_url(self) -> str:
@@ -184,6 +186,13 @@ def _validate(config: Config) -> None:
             if not getattr(config, key):
                 raise ConfigError(f"{key}: required unless schedule_file is set")
     _check_zone(config.time_zone_string)
+    _validate_clocks(config)
+
+
+def _validate_clocks(config: Config) -> None:
+    """The skew bound must be positive: zero would call every host clock wrong."""
+    if config.max_clock_skew_secs <= 0:
+        raise ConfigError(f"max_clock_skew_secs: must be greater than zero, got {config.max_clock_skew_secs}")
 
 
 def _check_zone(name: str) -> None:

@@ -10,6 +10,7 @@ skipped, and a crash at any instruction leaves either all of a batch's effects o
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -67,7 +68,11 @@ class Fire:
 class Enqueuer:
     """Blocking RQ/Redis client; every method is meant to run in a pool thread."""
 
-    def __init__(self, redis_url: str, now=time.time, sleep=time.sleep):
+    def __init__(self, redis_url: str, now=time.time, sleep=None, max_skew_secs: float = 2.0,
+                 on_distrusted=lambda schedule_id, watermark, now: None):
+        """`now` tells instants (Redis time in the daemon: `clock.RedisClock.seconds`); a watermark
+        more than `max_skew_secs` ahead of it was left by a fast clock and is not trusted, and
+        `on_distrusted` (called in the enqueue thread) reports it."""
         # No client-side retries: a failed transaction is retried by the dispatcher, which
         # re-reads what is due, so a retried EXEC can never enqueue a fire twice.
         timeouts = {"socket_timeout": SOCKET_TIMEOUT_SECS}
@@ -77,7 +82,11 @@ class Enqueuer:
             timeouts["socket_connect_timeout"] = SOCKET_TIMEOUT_SECS
         self.connection = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
         self._now = now
-        self._sleep = sleep
+        # An Event's timed wait, not time.sleep: that one is clock_nanosleep, which libfaketime
+        # (the clock-step tests' tool) fails with EINVAL when the monotonic clock is left real.
+        self._sleep = sleep or threading.Event().wait
+        self._max_skew = max_skew_secs
+        self._on_distrusted = on_distrusted
         self._queues: dict[str, Queue] = {}
 
     def dispatch(self, fires: list[Fire], not_before: float) -> list[str]:
@@ -108,7 +117,8 @@ class Enqueuer:
             pipe.multi()
             outcomes, advance = [], []
             for fire, key, watermark in zip(fires, keys, watermarks):
-                if watermark is not None and int(watermark) >= fire.when:
+                watermark = self._trusted(fire.schedule_id, watermark)
+                if watermark is not None and watermark >= fire.when:
                     outcomes.append(ALREADY_ENQUEUED)
                 elif fire.job is None:
                     outcomes.append(NOT_ENQUEUED)
@@ -122,6 +132,18 @@ class Enqueuer:
             pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
             pipe.execute()
             return outcomes
+
+    def _trusted(self, schedule_id: str, watermark: bytes | None) -> int | None:
+        """The watermark as an instant, or None when it is absent or ahead of Redis time."""
+        if watermark is None:
+            return None
+        now = self._now()
+        if int(watermark) > now + self._max_skew:
+            # No fire is enqueued before its instant, so only a fast clock can have written it;
+            # trusting it would block this schedule's fires until Redis time catches up.
+            self._on_distrusted(schedule_id, int(watermark), now)
+            return None
+        return int(watermark)
 
     @staticmethod
     def _create(spec: JobSpec):

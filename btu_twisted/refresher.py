@@ -41,6 +41,7 @@ class Refresher(service.Service):
         self._retry = None
         self._retry_delay = RETRY_MIN_SECS
         self._running_refresh: defer.Deferred | None = None
+        self._again = False
 
     def startService(self):
         super().startService()
@@ -60,10 +61,13 @@ class Refresher(service.Service):
             self._retry.cancel()
 
     def refresh(self) -> defer.Deferred:
-        """Run one refresh unless one is under way; never fails (the loop must keep running)."""
+        """Run one refresh; asked during one, run another after it (what it planned may predate
+        the request, e.g. a clock resync). Never fails (the loop must keep running)."""
         if self._running_refresh is None:
             self._running_refresh = self._refresh()
             self._running_refresh.addBoth(self._finished)
+        else:
+            self._again = True
         return defer.succeed(None)
 
     def _finished(self, ok) -> None:
@@ -73,7 +77,11 @@ class Refresher(service.Service):
             ok = False
         if ok:
             self._retry_delay = RETRY_MIN_SECS
-        elif self.running:
+            if self._again and self.running:
+                self._again = False
+                self.refresh()
+        elif self.running:  # the retry is the refresh asked for meanwhile, too
+            self._again = False
             self._retry = self._clock.callLater(self._retry_delay, self.refresh)
             self._retry_delay = min(self._retry_delay * 2, self._interval)
 

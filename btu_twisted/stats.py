@@ -37,6 +37,7 @@ class Stats:
     sql: Health = field(default_factory=Health)
     redis: Health = field(default_factory=Health)
     last_refresh: dict | None = None
+    clock: dict | None = None  # the host clock against Redis time (clock.ClockWatch)
 
     def problem(self, schedule_id: str, reason: str | None) -> None:
         """Record (or, with None, clear) why a schedule cannot be planned."""

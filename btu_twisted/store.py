@@ -168,6 +168,10 @@ class ScheduleStore:
         """How many fires are planned."""
         return self._call("zcard", SCHEDULE_KEY)
 
+    def server_time(self) -> defer.Deferred:
+        """Redis `TIME`: [unix seconds, microseconds], the clock every daemon sharing Redis agrees on."""
+        return self._call("time")
+
     def mark_refreshed(self, when: float) -> defer.Deferred:
         """Leave the marker of a completed full refresh (its start time, unix seconds)."""
         return self._call("set", REFRESHED_KEY, int(when))

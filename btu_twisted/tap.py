@@ -6,6 +6,12 @@ from __future__ import annotations
 import re
 import sys
 
+from btu_twisted import monotonic_reactor
+
+monotonic_reactor.install()  # before the imports below pull in the default (wall-clock) reactor
+
+# ruff: noqa: E402
+
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -13,6 +19,7 @@ from twisted.python import threadpool, usage
 
 from btu_twisted import config as configuration
 from btu_twisted import logs
+from btu_twisted.clock import ClockWatch, RedisClock
 from btu_twisted.commands import Commands
 from btu_twisted.control import ControlFactory
 from btu_twisted.dispatcher import Dispatcher
@@ -82,35 +89,43 @@ def makeService(options, reactor=None) -> service.MultiService:
         log.warn("{config_path}: {problem}", config_path=options.get("config_path"), problem=warning)
     _check_database(config)
 
+    if not monotonic_reactor.is_monotonic(reactor):
+        log.warn("running on {reactor}, whose timers follow the wall clock: a backward step of the "
+                 "host clock delays them by the step (without --reactor, twistd btu uses a monotonic one)",
+                 reactor=type(reactor).__name__)
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
-    stats = Stats(started_at=reactor.seconds())
+    clock = RedisClock(reactor)  # instants; the reactor itself measures only delays
+    stats = Stats(started_at=clock.seconds())
     source = MonitoredSource(
         FileSource(config.schedule_file, config.time_zone_string) if config.schedule_file else SQLSource(config),
-        stats.sql, reactor)
+        stats.sql, clock)
     store = ScheduleStore(reactor, config.effective_redis_url)
     queue = UniqueQueue()
     rows = RowCache()
-    enqueuer = Enqueuer(config.effective_redis_url)
+    enqueuer = Enqueuer(config.effective_redis_url, now=clock.seconds, max_skew_secs=config.max_clock_skew_secs,
+                        on_distrusted=lambda *report: reactor.callFromThread(_distrusted, *report))
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close])
     dispatcher = Dispatcher(
-        reactor, store, source, rows,
+        clock, store, source, rows,
         JobBuilder(config.job_builder, config.queue_name_template, config.effective_frappe_site,
                    config.frappe_user),
         enqueuer,
         lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh())
-    planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
+    planner = Planner(clock, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size)
-    refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
+    refresher = Refresher(clock, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
-    commands = Commands(reactor, queue, store, refresher, stats, config)
+    commands = Commands(clock, queue, store, refresher, stats, config)
     commands.control = ControlFactory(
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
         idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
         allowed_uids=config.socket_allowed_uids, allowed_gids=config.socket_allowed_gids)
-    for child in (planner, dispatcher, refresher,
+    for child in (ClockWatch(reactor, clock, store, stats, config.max_clock_skew_secs,
+                             on_resync=lambda: (refresher.refresh(), dispatcher.wake())),
+                  planner, dispatcher, refresher,
                   ControlSocketService(reactor, config.socket_path, commands.control,
                                        mode=config.socket_mode, group=config.socket_file_group_owner)):
         top.addService(child)
@@ -118,6 +133,12 @@ def makeService(options, reactor=None) -> service.MultiService:
              name=config.name, environment=config.environment_name, source=source.description,
              redis=_redact_url(config.effective_redis_url))
     return top
+
+
+def _distrusted(schedule_id: str, watermark: int, now: float) -> None:
+    log.warn("the watermark of {schedule_id} is {ahead:.0f} s ahead of Redis time (left by a daemon "
+             "whose clock ran fast): not trusted, its fires go out on time",
+             schedule_id=schedule_id, ahead=watermark - now)
 
 
 def _check_database(config) -> None:
