@@ -216,6 +216,7 @@ class Dispatcher(service.Service):
             self._stats.counts["dropped"] += 1
             return Fire(schedule_id, when, None, None)
         try:
+            row.check()  # a row edited after planning is held to the rules it was planned by
             try:
                 next_when = row.next_fire(max(when, now))
             except CronError:
@@ -236,8 +237,12 @@ class Dispatcher(service.Service):
                 return Fire(schedule_id, when, None, next_when)
             return Fire(schedule_id, fire_at, self._builder.build(row, fire_at), next_when, planned=when)
         except (CronError, ScheduleError) as e:
-            self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
-            self._stats.problem(schedule_id, str(e))
+            # The member is dropped and nothing planned after it, so this is said once; a fixed
+            # row comes back through the planner (the app's save, or the next full refresh).
+            self._rows.pop(schedule_id, None)
+            if self._stats.problem(schedule_id, str(e)):
+                self.log.error("cannot dispatch {schedule_id} due at {due}: {reason}; not enqueued",
+                               schedule_id=schedule_id, due=iso_utc(when), reason=e)
             self._stats.counts["errors"] += 1
             return Fire(schedule_id, when, None, None)
 

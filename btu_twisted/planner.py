@@ -149,17 +149,20 @@ class Planner(service.Service):
             self._rows.pop(schedule_id, None)
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, reason="no such BTU Task Schedule")
-        self._rows[schedule_id] = row
         if not row.enabled:
+            self._rows.pop(schedule_id, None)
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, time_zone=row.time_zone, reason="the schedule is disabled")
         try:
             row.check()
             when = row.next_fire(now)
         except (CronError, ScheduleError) as e:
-            self._stats.problem(schedule_id, str(e))
-            self.log.warn("cannot plan {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
+            # Not cached: a refused row may carry megabytes of text, and nothing will fire from it.
+            self._rows.pop(schedule_id, None)
+            if self._stats.problem(schedule_id, str(e)):
+                self.log.warn("cannot plan {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
             return Outcome(schedule_id, time_zone=row.time_zone, reason=str(e))
+        self._rows[schedule_id] = row
         self._stats.problem(schedule_id, None)
         self.log.debug("planned {schedule_id} at {when}", schedule_id=schedule_id, when=when)
         return Outcome(schedule_id, next_fire=when, time_zone=row.time_zone)

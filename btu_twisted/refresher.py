@@ -126,7 +126,9 @@ class Refresher(service.Service):
         members = yield self._store.members()
         planned = yield self._store.planned()
         owners = {parsed[0] for parsed in map(split_member, members) if parsed}
-        self._queue.put_many(sorted((owners | set(planned)) - enabled))
+        # Unplannable schedules have no member, yet one deleted or disabled since must leave
+        # `unplannable`: the planner clears it when it sees the row gone or disabled.
+        self._queue.put_many(sorted((owners | set(planned) | set(self._stats.problems)) - enabled))
         # The store re-checks each candidate atomically: one re-planned meanwhile is kept.
         candidates = [m for m in members if planned.get((split_member(m) or ("",))[0]) != m]
         yield self._store.remove_strays(candidates)

@@ -39,9 +39,12 @@ class Stats:
     last_refresh: dict | None = None
     clock: dict | None = None  # the host clock against Redis time (clock.ClockWatch)
 
-    def problem(self, schedule_id: str, reason: str | None) -> None:
-        """Record (or, with None, clear) why a schedule cannot be planned."""
+    def problem(self, schedule_id: str, reason: str | None) -> bool:
+        """Record (or, with None, clear) why a schedule cannot be planned; True when the reason is
+        new, so a row refused again on every retry or refresh is logged once, not each time."""
         if reason is None:
             self.problems.pop(schedule_id, None)
-        else:
-            self.problems[schedule_id] = reason
+            return False
+        new = self.problems.get(schedule_id) != reason
+        self.problems[schedule_id] = reason
+        return new
