@@ -21,7 +21,7 @@ from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
 from btu_twisted.jobs import iso_utc
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
-from btu_twisted.store import split_member
+from btu_twisted.store import SCHEDULE_KEY, split_member
 
 # Errors that mean "Redis is unreachable right now" (logged once per outage, not as a traceback).
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
@@ -30,6 +30,7 @@ PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire in
 BATCH_SIZE = 2000        # due members read from Redis per dispatch cycle
 TRANSACTION_SIZE = 100   # fires per Redis transaction: bounds the pipeline's memory, and the
                          # first jobs of a large burst land before the last are built
+MAX_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, unix seconds: the last instant a datetime holds
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
 
 
@@ -157,16 +158,24 @@ class Dispatcher(service.Service):
     def _dispatch(self, due: list[tuple[str, float]]):
         """Enqueue one batch of due members; fires with how many members were dealt with."""
         latest: dict[str, int] = {}
-        strays = []
-        for member, _score in due:
+        strays, malformed = [], []
+        for member, score in due:
             parsed = split_member(member)
-            if parsed is None:
-                strays.append(member)
+            problem = _malformed(parsed, score)
+            if problem:
+                # Rust leftovers and hand edits: dropped at once, so they are warned about once,
+                # and never waited for (a text time ahead of its score would hold the enqueue
+                # thread, and shutdown, until then).
+                self.log.warn("dropping member {member!r} of {key}: {problem}", member=member[:200],
+                              key=SCHEDULE_KEY, problem=problem)
+                malformed.append(member)
                 continue
             schedule_id, when = parsed
             if schedule_id in latest:  # two members of one schedule: keep the latest (coalesce)
                 strays.append(f"{schedule_id}|{min(when, latest[schedule_id])}")
             latest[schedule_id] = max(when, latest.get(schedule_id, when))
+        if malformed:
+            yield self._store.remove_members(malformed)
         if strays:
             yield self._store.remove_strays(strays)
         rows = yield self._read_rows(list(latest))
@@ -182,7 +191,7 @@ class Dispatcher(service.Service):
                 chunk = group[start:start + TRANSACTION_SIZE]
                 outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when)
                 self._record(chunk, outcomes)
-        return len(fires) + len(strays)
+        return len(fires) + len(strays) + len(malformed)
 
     @defer.inlineCallbacks
     def _read_rows(self, ids: list[str]):
@@ -278,6 +287,21 @@ class Dispatcher(service.Service):
         delay = self._backoff
         self._backoff = min(self._backoff * 2, self._poll_interval)
         return delay
+
+
+def _malformed(parsed: tuple[str, int] | None, score: float) -> str | None:
+    """Why a member cannot be a fire (None when it can): not "<id>|<unix seconds>", a time no
+    datetime can hold, or a text time that disagrees with the score that made it due."""
+    if parsed is None:
+        return "not of the form <schedule id>|<unix seconds>"
+    schedule_id, when = parsed
+    if not schedule_id:
+        return "no schedule id"
+    if when > MAX_INSTANT:
+        return f"{when} is beyond year 9999"
+    if when != score:
+        return f"its time {when} disagrees with its score {score:.0f}"
+    return None
 
 
 def _latest_fire(row, when: int, now: float) -> int:

@@ -137,6 +137,12 @@ class ScheduleStore:
             return defer.succeed(0)
         return self._call("eval", STRAYS_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], list(members))
 
+    def remove_members(self, members: list[str]) -> defer.Deferred:
+        """Remove exactly `members` (malformed ones, which no schedule can own)."""
+        if not members:
+            return defer.succeed(0)
+        return self._call("zrem", SCHEDULE_KEY, *members)
+
     @defer.inlineCallbacks
     def earliest(self):
         """(member, score) of the next fire, or None when nothing is planned."""

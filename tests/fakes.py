@@ -90,6 +90,12 @@ class FakeStore:
                 self.zset.pop(member, None)
         return defer.succeed(None)
 
+    def remove_members(self, members):
+        self._guard()
+        for member in members:
+            self.zset.pop(member, None)
+        return defer.succeed(len(members))
+
     def _sorted(self):
         return sorted(self.zset.items(), key=lambda item: (item[1], item[0]))
 
