@@ -57,6 +57,7 @@ class Dispatcher(service.Service):
         self._cycle: defer.Deferred | None = None
         self._backoff = RETRY_MIN_SECS
         self._on_redis_back = on_redis_back
+        self._slow_since = 0.0
         self._from_cache = False  # dispatching from cached rows (SQL down), logged once per outage
 
     @property
@@ -178,7 +179,10 @@ class Dispatcher(service.Service):
             yield self._store.remove_members(malformed)
         if strays:
             yield self._store.remove_strays(strays)
-        rows = yield self._read_rows(list(latest))
+        # The earliest fire's instant is the re-read's deadline (a late batch still gets a short
+        # wait): a database that answers later must not hold the fire back.
+        deadline = max(min(latest.values(), default=0), self._clock.seconds() + PREPARE_LEAD_SECS)
+        rows = yield self._read_rows(list(latest), deadline)
         # Now, not when the cycle began: Redis and SQL may have kept it waiting for seconds, and a
         # stale now would plan a next fire already past, giving one outage a second late run.
         now = self._clock.seconds()
@@ -194,16 +198,32 @@ class Dispatcher(service.Service):
         return len(fires) + len(strays) + len(malformed)
 
     @defer.inlineCallbacks
-    def _read_rows(self, ids: list[str]):
-        """Current rows from the source; while it is unreachable, the last rows read."""
+    def _read_rows(self, ids: list[str], deadline: float):
+        """Current rows from the source; while it is unreachable, or has not answered by
+        `deadline`, the last rows read."""
+        answer = defer.Deferred()
+        timer = self._clock.callLater(max(0.0, deadline - self._clock.seconds()),
+                                      lambda: answer.called or answer.callback(_TOO_SLOW))
+        read = self._source.read(ids)
+        # A late answer is dropped (its failure too: the source has logged it).
+        read.addBoth(lambda result: None if answer.called else answer.callback(result))
         try:
-            rows = yield self._source.read(ids)
-        except Exception:
+            result = yield answer
+        except Exception as e:
+            result = e
+        if timer.active():
+            timer.cancel()
+        if result is _TOO_SLOW or isinstance(result, Exception):
+            self._sql_slow(result is _TOO_SLOW)
             if not self._from_cache:
-                self.log.warn("{source} unreachable; dispatching from the last rows read until it "
-                              "answers", source=self._source.description)
+                self.log.warn("{source} {state}; dispatching from the last rows read until it "
+                              "answers", source=self._source.description,
+                              state="too slow to answer before the fire" if result is _TOO_SLOW
+                              else "unreachable")
             self._from_cache = True
             return {i: self._rows[i] for i in ids if i in self._rows}
+        rows = result
+        self._sql_slow(False)
         self._from_cache = False
         for schedule_id in ids:
             if schedule_id in rows:
@@ -267,6 +287,16 @@ class Dispatcher(service.Service):
                 self.log.info("{schedule_id} for {due} was already enqueued (by a peer or before a "
                               "restart)", schedule_id=fire.schedule_id, due=iso_utc(fire.when))
 
+    def _sql_slow(self, slow: bool) -> None:
+        """Record whether re-reads miss their deadline (`status`: sql.slow), logging the change."""
+        health = self._stats.sql
+        if slow and not health.slow:
+            health.slow, self._slow_since = True, self._clock.seconds()
+        elif not slow and health.slow:
+            health.slow = False
+            self.log.info("{source} answers in time again after {took:.1f} s",
+                          source=self._source.description, took=self._clock.seconds() - self._slow_since)
+
     def _redis_ok(self) -> None:
         self._backoff = RETRY_MIN_SECS
         was_down = self._stats.redis.up is False
@@ -321,4 +351,5 @@ def _latest_fire(row, when: int, now: float) -> int:
     return low
 
 
+_TOO_SLOW = object()  # the re-read missed its deadline
 _MISSING = object()  # no row known at all (database down and never read): leave the member be

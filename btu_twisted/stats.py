@@ -14,6 +14,7 @@ class Health:
     up: bool | None = None
     since: float | None = None
     error: str | None = None
+    slow: bool = False  # answering, but too late for the fires that needed it
 
     def mark(self, up: bool, now: float, error: str | None = None) -> bool:
         """Record the state; returns True when it changed (callers log transitions, not repeats)."""
@@ -24,7 +25,7 @@ class Health:
         return changed
 
     def as_dict(self) -> dict:
-        return {"up": self.up, "since": self.since, "error": self.error}
+        return {"up": self.up, "since": self.since, "error": self.error, "slow": self.slow}
 
 
 @dataclass
