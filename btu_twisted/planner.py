@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from btu_twisted.cron import CronError
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import Schedule, ScheduleError
 from btu_twisted.workqueue import UniqueQueue, resolve
 
-RETRY_DELAY_SECS = 5.0  # after a failed batch (database or Redis down), before its IDs are retried
+RETRY_MIN_SECS = 1.0  # first wait after a failed batch (database or Redis down), doubled per failure
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class Planner(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, queue: UniqueQueue, source, store, rows: RowCache, stats,
-                 on_planned=lambda when: None, batch_size: int = 500, cooperator=None):
+                 on_planned=lambda when: None, batch_size: int = 500, cooperator=None,
+                 max_retry_secs: float = 60.0):
         self._clock = clock
         self.queue = queue
         self._source = source
@@ -67,6 +69,8 @@ class Planner(service.Service):
         self._idle_waiters: list[defer.Deferred] = []
         self._retry = None
         self._retry_ids: list[str] = []
+        self._retry_delay = RETRY_MIN_SECS
+        self._max_retry = max_retry_secs  # scheduler_polling_interval in the daemon
 
     def startService(self):
         super().startService()
@@ -101,11 +105,13 @@ class Planner(service.Service):
         try:
             outcomes = yield self.plan([schedule_id for schedule_id, _ in batch])
         except Exception as e:
-            self.log.failure("planning {count} schedules failed; retrying in {delay} s",
-                             count=len(batch), delay=RETRY_DELAY_SECS)
+            self._failed(e, len(batch))
             self._retry_later([schedule_id for schedule_id, _ in batch])
             outcomes = {schedule_id: Outcome(schedule_id, reason=f"planning failed, will retry ({e})")
                         for schedule_id, _ in batch}
+        else:
+            if not self._retry_ids:
+                self._retry_delay = RETRY_MIN_SECS
         finally:
             self._busy = False
         for schedule_id, waiters in batch:
@@ -114,11 +120,23 @@ class Planner(service.Service):
             waiters, self._idle_waiters = self._idle_waiters, []
             resolve(waiters, None)
 
+    def _failed(self, error: Exception, count: int) -> None:
+        """Log a failed batch: the traceback at DEBUG; a warning only for the first failure of a
+        run while SQL and Redis look up (their outages are logged, once, where they are seen)."""
+        self.log.debug("planning {count} schedules failed: {log_failure}", count=count,
+                       log_failure=Failure(error))
+        first = self._retry_delay == RETRY_MIN_SECS and not self._retry_ids
+        if first and self._stats.sql.up is not False and self._stats.redis.up is not False:
+            self.log.warn("planning {count} schedules failed ({error}); retrying with back-off",
+                          count=count, error=error)
+
     def _retry_later(self, ids: list[str]) -> None:
-        """Queue `ids` again after RETRY_DELAY_SECS; failures meanwhile join the same retry."""
+        """Queue `ids` again after a back-off that doubles up to the poll interval; failures
+        meanwhile join the same retry."""
         self._retry_ids.extend(ids)
         if self._retry is None or not self._retry.active():
-            self._retry = self._clock.callLater(RETRY_DELAY_SECS, self._requeue)
+            self._retry = self._clock.callLater(self._retry_delay, self._requeue)
+            self._retry_delay = min(self._retry_delay * 2, self._max_retry)
 
     def _requeue(self) -> None:
         ids, self._retry_ids = self._retry_ids, []
