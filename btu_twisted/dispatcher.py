@@ -21,7 +21,7 @@ from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
 from btu_twisted.jobs import iso_utc
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
-from btu_twisted.store import SCHEDULE_KEY, split_member
+from btu_twisted.store import SCHEDULE_KEY, describe_error, split_member
 
 # Errors that mean "Redis is unreachable right now" (logged once per outage, not as a traceback).
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
@@ -307,10 +307,15 @@ class Dispatcher(service.Service):
             self._on_redis_back()
 
     def _redis_failed(self, error: Exception) -> None:
+        """Log a failed cycle once per run of failures (the traceback only at DEBUG)."""
+        self.log.debug("dispatch cycle failed: {log_failure}", log_failure=Failure(error))
         if not isinstance(error, UNAVAILABLE):
-            self.log.failure("dispatch failed; retrying with back-off", failure=Failure(error))
-        elif self._stats.redis.mark(False, self._clock.seconds(), str(error) or type(error).__name__):
-            self.log.error("Redis unreachable ({error}); retrying with back-off", error=error)
+            if self._backoff == RETRY_MIN_SECS:
+                self.log.error("dispatch failed ({error}); retrying with back-off", error=error)
+        else:
+            described = describe_error(getattr(self._store, "url", None), error)
+            if self._stats.redis.mark(False, self._clock.seconds(), described):
+                self.log.error("{error}; Redis unreachable, retrying with back-off", error=described)
         self._stats.counts["errors"] += 1
 
     def _next_backoff(self) -> float:

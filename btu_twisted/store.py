@@ -81,6 +81,23 @@ def split_member(member: str) -> tuple[str, int] | None:
     return schedule_id, int(when)
 
 
+def describe_error(redis_url: str | None, error: Exception) -> str:
+    """An operator's reading of a Redis failure: "Redis 127.0.0.1:6379: connection refused",
+    "...: no reply within 5 s", "...: authentication failed" (never the URL's password)."""
+    url = urlparse(redis_url or "")
+    where = url.path if url.scheme == "unix" else f"{url.hostname or 'localhost'}:{url.port or 6379}"
+    text = str(error)
+    if isinstance(error, (defer.TimeoutError, defer.CancelledError, TimeoutError)):
+        what = f"no reply within {REPLY_TIMEOUT_SECS} s"
+    elif isinstance(error, ConnectionRefusedError) or "refused" in text.lower():
+        what = "connection refused"
+    elif any(word in text.upper() for word in ("WRONGPASS", "NOAUTH", "INVALID PASSWORD", "AUTHENTICATION")):
+        what = "authentication failed"
+    else:
+        what = text or type(error).__name__
+    return f"Redis {where}: {what}"
+
+
 def connect(redis_url: str):
     """A lazy, self-reconnecting txredisapi connection pool for a redis://, rediss:// or unix:// URL."""
     url = urlparse(redis_url)
@@ -101,7 +118,7 @@ class ScheduleStore:
 
     def __init__(self, clock, redis_url: str | None = None, redis=None):
         self._clock = clock
-        self._url = redis_url
+        self.url = redis_url
         self._redis = redis
 
     def _call(self, command: str, *args, **kwargs) -> defer.Deferred:
@@ -114,7 +131,7 @@ class ScheduleStore:
     def open(self) -> None:
         """Start connecting (lazily: commands wait for the connection, bounded by their timeout)."""
         if self._redis is None:
-            self._redis = connect(self._url)
+            self._redis = connect(self.url)
 
     def plan(self, entries: list[tuple[str, int]], now: float) -> defer.Deferred:
         """Set the next fire of each (schedule_id, unix seconds); fires with how many were kept."""

@@ -67,3 +67,23 @@ class MariaDBOutageLogTests(unittest.TestCase):
         ended = re.findall(r"MariaDB reachable again after ([0-9.]+) s", output)
         self.assertEqual(len(ended), 1, output[-3000:])
         self.assertGreaterEqual(float(ended[0]), OUTAGE_SECS - 2)
+
+
+class RedisErrorTextTests(unittest.TestCase):
+    """Redis failures read as what happened where, not as `(5, 'Deferred')`."""
+
+    def test_errors_name_the_server_and_the_problem(self):
+        """Timeouts, refusals and authentication failures, for TCP and unix URLs, no password."""
+        from twisted.internet import defer
+
+        from btu_twisted.store import describe_error
+
+        url = "redis://user:secret@127.0.0.1:6379/0"
+        self.assertEqual(describe_error(url, defer.TimeoutError(5, "Deferred")),
+                         "Redis 127.0.0.1:6379: no reply within 5 s")
+        self.assertEqual(describe_error(url, ConnectionRefusedError(111, "Connection refused")),
+                         "Redis 127.0.0.1:6379: connection refused")
+        self.assertEqual(describe_error(url, Exception("WRONGPASS invalid username-password pair")),
+                         "Redis 127.0.0.1:6379: authentication failed")
+        self.assertEqual(describe_error("unix:///run/redis.sock?db=0", defer.CancelledError()),
+                         "Redis /run/redis.sock: no reply within 5 s")
