@@ -77,6 +77,7 @@ class ClockWatch(service.Service):
         self._loops: list[task.LoopingCall] = []
         self._skewed_since: float | None = None
         self._on_resync = on_resync
+        self.first_sync = defer.Deferred()  # fires once the first TIME has answered (or failed)
         self._report(clock.host_offset())
 
     def startService(self):
@@ -100,14 +101,17 @@ class ClockWatch(service.Service):
         try:
             seconds, micros = yield self._store.server_time()
         except Exception:
-            return  # the dispatcher logs Redis outages; instants keep the offset last learned
-        before = self._clock.seconds()
-        self._clock.learn(int(seconds) + int(micros) / 1e6, self._reactor.seconds())
-        if abs(self._clock.seconds() - before) > self._max_skew:
-            self.log.info("instants moved by {shift:+.3f} s to Redis time; re-planning",
-                          shift=self._clock.seconds() - before)
-            self._on_resync()
-        self.watch()
+            pass  # the dispatcher logs Redis outages; instants keep the offset last learned
+        else:
+            before = self._clock.seconds()
+            self._clock.learn(int(seconds) + int(micros) / 1e6, self._reactor.seconds())
+            if abs(self._clock.seconds() - before) > self._max_skew:
+                self.log.info("instants moved by {shift:+.3f} s to Redis time; re-planning",
+                              shift=self._clock.seconds() - before)
+                self._on_resync()
+            self.watch()
+        if not self.first_sync.called:
+            self.first_sync.callback(None)
 
     def watch(self) -> None:
         """Compare the host clock with Redis time; log when the skew goes beyond the bound and back."""

@@ -40,7 +40,10 @@ class Dispatcher(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, store, source, rows, builder, enqueuer, run_in_thread, stats,
-                 misfire_grace_secs: int, poll_interval_secs: float, on_redis_back=lambda: None):
+                 misfire_grace_secs: int, poll_interval_secs: float, on_redis_back=lambda: None,
+                 clock_ready: defer.Deferred | None = None):
+        """`clock_ready` fires when `clock` tells Redis time (ClockWatch.first_sync): nothing is
+        armed before, so a host clock that runs fast cannot enqueue early at start-up."""
         self._clock = clock
         self._store = store
         self._source = source
@@ -57,6 +60,7 @@ class Dispatcher(service.Service):
         self._cycle: defer.Deferred | None = None
         self._backoff = RETRY_MIN_SECS
         self._on_redis_back = on_redis_back
+        self._clock_ready = clock_ready
         self._slow_since = 0.0
         self._from_cache = False  # dispatching from cached rows (SQL down), logged once per outage
 
@@ -67,6 +71,12 @@ class Dispatcher(service.Service):
 
     def startService(self):
         super().startService()
+        ready = defer.succeed(None) if self._clock_ready is None else self._clock_ready
+        ready.addCallback(lambda _: self._start_polling())
+
+    def _start_polling(self) -> None:
+        if not self.running or self._poll is not None:
+            return
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = self._clock
         self._poll.start(self._poll_interval, now=True)
@@ -76,14 +86,15 @@ class Dispatcher(service.Service):
         super().stopService()
         if self._poll is not None and self._poll.running:
             self._poll.stop()
+        self._poll = None
         self._cancel_timer()
         if self._cycle is not None:
             return self._cycle
 
     def poke(self, when: float) -> None:
         """A fire at `when` was just planned: re-arm if it is earlier than the armed one."""
-        if not self.running or self._cycle is not None:
-            return  # a running cycle re-reads the earliest member when it ends
+        if not self.running or self._poll is None or self._cycle is not None:
+            return  # not polling yet (clock not ready), or a running cycle re-reads when it ends
         if self._armed_for is None or when < self._armed_for:
             self._arm_at(when)
 

@@ -106,6 +106,8 @@ def makeService(options, reactor=None) -> service.MultiService:
                         on_distrusted=lambda *report: reactor.callFromThread(_distrusted, *report))
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close])
+    watch = ClockWatch(reactor, clock, store, stats, config.max_clock_skew_secs,
+                       on_resync=lambda: (refresher.refresh(), dispatcher.wake()))
     dispatcher = Dispatcher(
         clock, store, source, rows,
         JobBuilder(config.job_builder, config.queue_name_template, config.effective_frappe_site,
@@ -113,7 +115,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         enqueuer,
         lambda f, *a, **kw: threads.deferToThreadPool(reactor, pool, f, *a, **kw),
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
-        on_redis_back=lambda: refresher.refresh())
+        on_redis_back=lambda: refresher.refresh(), clock_ready=watch.first_sync)
     planner = Planner(clock, queue, source, store, rows, stats, on_planned=dispatcher.poke,
                       batch_size=config.refresh_batch_size, max_retry_secs=config.scheduler_polling_interval)
     refresher = Refresher(clock, source, store, queue, planner, stats, config.full_refresh_internal_secs,
@@ -123,9 +125,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         commands.handlers(), reactor, max_request_bytes=config.socket_max_request_bytes,
         idle_timeout=config.socket_idle_timeout_secs, max_connections=config.socket_max_connections,
         allowed_uids=config.socket_allowed_uids, allowed_gids=config.socket_allowed_gids)
-    for child in (ClockWatch(reactor, clock, store, stats, config.max_clock_skew_secs,
-                             on_resync=lambda: (refresher.refresh(), dispatcher.wake())),
-                  planner, dispatcher, refresher,
+    for child in (watch, planner, dispatcher, refresher,
                   ControlSocketService(reactor, config.socket_path, commands.control,
                                        mode=config.socket_mode, group=config.socket_file_group_owner)):
         top.addService(child)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 
 from twisted.internet import defer, task
@@ -27,9 +26,9 @@ from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY
 from tests.fakes import schedule
 from tests.support.daemon import (TwistdProcess, control_request, poll, short_dir, twistd_env,
                                   write_config)
+from tests.support.pushes import LIBFAKETIME, PushMonitor, faketime_env, set_faketime_offset
 from tests.support.servers import use_shared_redis
 
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 NOOP = "tests.support.jobfuncs.noop"
 STATUS = {"request_type": "status", "request_content": None}
 START_TIMEOUT_SECS = 15
@@ -165,45 +164,6 @@ class DistrustedWatermarkTests(unittest.TestCase):
         self.assertEqual(self.reports, [])
 
 
-class PushMonitor:
-    """Redis MONITOR in a thread: the Redis time at which each job id was pushed onto a queue."""
-
-    def __init__(self, redis_server, queue: str):
-        self._client = redis_server.client(socket_timeout=None)
-        self._monitor = self._client.monitor()
-        self._monitor.__enter__()
-        self._key = f"rq:queue:{queue}"
-        self.pushes: list[tuple[str, float]] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        try:
-            for command in self._monitor.listen():
-                parts = command["command"].split(" ")
-                if parts[0] in ("RPUSH", "LPUSH") and parts[1] == self._key:
-                    self.pushes.extend((job_id, command["time"]) for job_id in parts[2:])
-        except Exception:
-            return  # closed by stop()
-
-    def stop(self):
-        self._client.close()
-        try:
-            self._monitor.connection.disconnect()
-        except Exception:
-            pass
-
-    def fires(self) -> dict[int, float]:
-        """{fire instant: Redis time pushed}; a duplicate push fails the caller's check."""
-        out: dict[int, float] = {}
-        for job_id, at in list(self.pushes):
-            when = int(job_id.rsplit("-", 1)[1])
-            if when in out:
-                raise AssertionError(f"{job_id} pushed twice")
-            out[when] = at
-        return out
-
-
 class FakedClockDaemonTests(unittest.TestCase):
     """`twistd -n btu` whose wall clock libfaketime steps while it runs."""
 
@@ -227,13 +187,10 @@ class FakedClockDaemonTests(unittest.TestCase):
         self.addCleanup(self.monitor.stop)
 
     def set_offset(self, seconds: int) -> None:
-        with open(self.offset_file + ".tmp", "w") as f:
-            f.write(f"{seconds:+d}\n")
-        os.replace(self.offset_file + ".tmp", self.offset_file)
+        set_faketime_offset(self.offset_file, seconds)
 
     def start(self) -> TwistdProcess:
-        env = twistd_env(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=self.offset_file,
-                         FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
+        env = twistd_env(**faketime_env(self.offset_file))
         daemon = TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--config",
                                       self.config_path], env=env, cwd=self.dir)
         try:

@@ -10,7 +10,8 @@ from twisted.trial import unittest
 
 from tests.support.daemon import TwistdProcess, poll, short_dir, write_config
 from tests.support.servers import use_shared_redis
-from tests.test_clock import SCHEDULE_FILE, PushMonitor
+from tests.support.pushes import PushMonitor
+from tests.test_clock import SCHEDULE_FILE
 
 SCHEDULE_KEY = "btu_scheduler:task_execution_times"
 START_TIMEOUT_SECS = 15
