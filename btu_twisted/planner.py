@@ -53,7 +53,9 @@ class Planner(service.Service):
 
     def __init__(self, clock, queue: UniqueQueue, source, store, rows: RowCache, stats,
                  on_planned=lambda when: None, batch_size: int = 500, cooperator=None,
-                 max_retry_secs: float = 60.0):
+                 max_retry_secs: float = 60.0, clock_ready: defer.Deferred | None = None):
+        """`clock_ready` (ClockWatch.first_sync) holds planning back until `clock` tells Redis
+        time: planned with a skewed host clock, fires would be computed from the wrong now."""
         self._clock = clock
         self.queue = queue
         self._source = source
@@ -69,12 +71,18 @@ class Planner(service.Service):
         self._idle_waiters: list[defer.Deferred] = []
         self._retry = None
         self._retry_ids: list[str] = []
+        self._clock_ready = clock_ready
         self._retry_delay = RETRY_MIN_SECS
         self._max_retry = max_retry_secs  # scheduler_polling_interval in the daemon
 
     def startService(self):
         super().startService()
-        self._task = self._cooperator.cooperate(self._work())
+        ready = defer.succeed(None) if self._clock_ready is None else self._clock_ready
+        ready.addCallback(lambda _: self._start_work())
+
+    def _start_work(self) -> None:
+        if self.running and self._task is None:
+            self._task = self._cooperator.cooperate(self._work())
 
     def stopService(self):
         super().stopService()
@@ -82,6 +90,7 @@ class Planner(service.Service):
             self._retry.cancel()
         if self._task is not None:
             self._task.stop()
+            self._task = None
         if self._pending is not None:
             self._pending.cancel()
 

@@ -117,7 +117,8 @@ def makeService(options, reactor=None) -> service.MultiService:
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
         on_redis_back=lambda: refresher.refresh(), clock_ready=watch.first_sync)
     planner = Planner(clock, queue, source, store, rows, stats, on_planned=dispatcher.poke,
-                      batch_size=config.refresh_batch_size, max_retry_secs=config.scheduler_polling_interval)
+                      batch_size=config.refresh_batch_size, max_retry_secs=config.scheduler_polling_interval,
+                      clock_ready=watch.first_sync)
     refresher = Refresher(clock, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
     commands = Commands(clock, queue, store, refresher, stats, config)

@@ -23,15 +23,9 @@ from tests.support.chaos import (JOB_FUNCTION, ONE_DAEMON_DOWN_SECS, ONE_DAEMON_
                                  TWO_DAEMONS_GAP_SECS, Enqueued, Outage, Run, check, read_enqueued,
                                  run_chaos)
 from tests.support.daemon import short_dir
-from tests.support.pushes import LIBFAKETIME, PushMonitor
 from tests.support.servers import shared_mariadb, shared_redis, use_shared_servers
 
 SCHEDULES = 50
-SKEWED_SECS = 20     # the skewed-clock chaos: two daemons, clocks SKEW_SECS apart
-SKEWED_KILLS = 8
-SKEW_SECS = 1.5
-STEP_SECS = 3600     # the first daemon's clock goes back an hour ...
-STEP_HELD_SECS = 4   # ... for this long
 TWO_DAEMONS_SECS = 60
 MIN_KILLS = 30
 ONE_DAEMON_SECS = 25
@@ -81,25 +75,6 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
         self.assertEqual(run.report.coalesced, [], self.verdict(run))
         self.assertEqual(run.report.enqueued, run.report.expected, self.verdict(run))
         self.assertGreater(run.report.expected, SCHEDULES * TWO_DAEMONS_SECS / 3)
-
-    def test_two_daemons_with_skewed_clocks_and_a_clock_step_enqueue_nothing_early_or_twice(self):
-        """Two daemons whose clocks differ by 1.5 s (libfaketime), SIGKILLed at random moments, the
-        first one's clock stepped back 1 h for 4 s: every fire exactly once, none before its
-        instant by Redis time (Redis MONITOR)."""
-        if not os.path.exists(LIBFAKETIME):
-            raise unittest.SkipTest("libfaketime missing: apt-get install faketime")
-        pushes = PushMonitor(self.redis_server)
-        self.addCleanup(pushes.stop)
-        run = self.chaos(daemons=2, seconds=SKEWED_SECS, gap_secs=TWO_DAEMONS_GAP_SECS,
-                         min_kills=SKEWED_KILLS, clock_offsets=(0.0, SKEW_SECS),
-                         clock_step=(SKEWED_SECS / 3, -STEP_SECS, STEP_HELD_SECS), pushes=pushes)
-
-        self.assertGreaterEqual(run.report.kills, SKEWED_KILLS // 2, self.verdict(run))
-        self.assertNothingWrong(run)
-        self.assertGreaterEqual(len(pushes.pushes), run.report.enqueued, "MONITOR missed pushes")
-        self.assertEqual(run.early, [], self.verdict(run))
-        self.assertGreaterEqual(run.daemons[0].log_count("s behind Redis time"), 1, self.verdict(run))
-        self.assertEqual(run.report.enqueued, run.report.expected, self.verdict(run))
 
     def test_one_daemon_killed_repeatedly_misses_only_what_the_misfire_policy_coalesces(self):
         """A single daemon SIGKILLed at random moments and restarted: no fire is enqueued twice, and the only missing fires are those that fell due while it was down, bar the latest one per schedule and outage, which is caught up once."""
