@@ -14,7 +14,7 @@ from tests.support.daemon import (TwistdProcess, control_request, daemon_config,
 from tests.support.servers import MariaDBServer, fresh_database, use_shared_redis
 from tests.test_faults import add_firing_schedules
 
-OUTAGE_SECS = 20
+OUTAGE_SECS = 10
 POLL_SECS = 4  # scheduler_polling_interval: the longest back-off, kept short for the test
 START_TIMEOUT_SECS = 15
 CREATE = {"request_type": "create_task_schedule", "request_content": "TS-000001"}
@@ -23,7 +23,7 @@ NOT_INFO = re.compile(r"#(warn|error|critical)\]|Traceback")
 
 
 class MariaDBOutageLogTests(unittest.TestCase):
-    """A private MariaDB stopped for 20 s under a running daemon that is asked to plan meanwhile."""
+    """A private MariaDB stopped for 10 s under a running daemon that is asked to plan meanwhile."""
 
     timeout = 90
 
@@ -43,7 +43,7 @@ class MariaDBOutageLogTests(unittest.TestCase):
             redis_url=self.redis_server.url, scheduler_polling_interval=POLL_SECS))
 
     def test_an_outage_is_two_lines(self):
-        """20 s without MariaDB, with a create and a reload asked meanwhile: one line when it starts
+        """10 s without MariaDB, with a create and a reload asked meanwhile: one line when it starts
         (and one saying fires go on from the last rows), one when it ends with its duration."""
         daemon = TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--config",
                                       self.config_path], cwd=self.dir)
