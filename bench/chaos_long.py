@@ -12,8 +12,12 @@ outage, which is caught up once).
 No RQ worker runs: every job id stays in its queue list, where a duplicate push shows as a repeated
 id. Everything runs against private unix-socket servers (tests/support/servers.py).
 
+Part C: as A, but the two daemons' wall clocks are 1.5 s apart (libfaketime) and the first one's is
+stepped back 1 h for 4 s a third of the way in; also no job may be pushed before its fire instant
+by Redis time (Redis MONITOR).
+
 Run from the repository root: `.venv/bin/python bench/chaos_long.py [--seconds-a 300]
-[--seconds-b 180] [--schedules 50] [--seed N]`. Exit status 1 when a check fails.
+[--seconds-b 180] [--seconds-c 120] [--schedules 50] [--seed N]`. Exit status 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if REPO_ROOT not in sys.path:
 from tests.support import frappe_schema  # noqa: E402
 from tests.support.chaos import (ONE_DAEMON_DOWN_SECS, ONE_DAEMON_GAP_SECS,  # noqa: E402
                                  TWO_DAEMONS_GAP_SECS, run_chaos)
+from tests.support.pushes import PushMonitor  # noqa: E402
 from tests.support.servers import MariaDBServer, RedisServer  # noqa: E402
 
 DATABASE = "btu_chaos"
@@ -48,11 +53,14 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
     sql = mariadb.connect(DATABASE)
     client = redis_server.client()
     directory = tempfile.mkdtemp(prefix="btu_chaos_", dir="/tmp")
+    pushes = PushMonitor(redis_server) if chaos.get("clock_offsets") else None
     try:
         frappe_schema.create_schema(sql)
         run = run_chaos(directory, client, redis_server.url, mariadb.socket_path, sql, DATABASE,
-                        daemons, seconds, schedules, rng, **chaos)
+                        daemons, seconds, schedules, rng, pushes=pushes, **chaos)
     finally:
+        if pushes is not None:
+            pushes.stop()
         sql.close()
         client.close()
     report = run.report
@@ -84,9 +92,11 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
               f"(a kill loses the lines of the batch in flight)")
     print(f"  unexpected         {len(report.unexpected)}")
     print(f"  anomalies          {len(report.anomalies)}")
+    if pushes is not None:
+        print(f"  early pushes       {len(run.early)}  (before the fire instant by Redis time)")
     tracebacks = run.tracebacks()
     print(f"  daemon tracebacks  {len(tracebacks)}")
-    ok = report.ok and not tracebacks
+    ok = report.ok and not tracebacks and not run.early
     if not ok:
         print(report.details())
         for tb in tracebacks[:5]:
@@ -103,6 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds-a", type=float, default=300, help="part A chaos duration")
     parser.add_argument("--seconds-b", type=float, default=180, help="part B chaos duration")
+    parser.add_argument("--seconds-c", type=float, default=120, help="part C chaos duration")
     parser.add_argument("--schedules", type=int, default=50)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemon logs on success")
@@ -123,6 +134,12 @@ def main() -> int:
             ok &= part("B: one daemon, SIGKILLed and restarted at random moments", redis_server,
                        mariadb, 1, args.seconds_b, args.schedules, rng, args.keep_logs,
                        gap_secs=ONE_DAEMON_GAP_SECS, down_secs=ONE_DAEMON_DOWN_SECS)
+        if args.seconds_c > 0:
+            ok &= part("C: two daemons with clocks 1.5 s apart (libfaketime), SIGKILLs, and the "
+                       "first one's clock stepped back 1 h for 4 s", redis_server, mariadb, 2,
+                       args.seconds_c, args.schedules, rng, args.keep_logs,
+                       gap_secs=TWO_DAEMONS_GAP_SECS, min_kills=int(args.seconds_c / 4),
+                       clock_offsets=(0.0, 1.5), clock_step=(args.seconds_c / 3, -3600.0, 4.0))
     finally:
         redis_server.cleanup()
         mariadb.cleanup()

@@ -123,6 +123,7 @@ class Commands:
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
             "redis_master": self._stats.redis_master.as_dict() if self._stats.redis_master else None,
+            "clock": self._stats.clock,
             "socket_connections": self.control.open_connections if self.control else None,
             "source": self._source,
             "planned_schedules": None,

@@ -107,6 +107,8 @@ class Config:
     redis_tls_cert_file: str | None = None      # client certificate, PEM
     redis_tls_key_file: str | None = None       # its key, PEM (default: in redis_tls_cert_file)
     redis_tls_verify_hostname: bool = True
+    # --- clocks (issue 10) --------------------------------------------------------------------
+    max_clock_skew_secs: float = 2.0  # host clock vs Redis TIME beyond this: warned, shown in status
     # --- where each setting came from (issue 8 item 7) ------------------------------------------
     # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
     # keys absent from it have their default. Shown by the start-up log, never with values.
@@ -232,6 +234,7 @@ def _validate(config: Config) -> None:
     _validate_bench(config)
     _validate_redis_connections(config)
     _validate_http(config)
+    _validate_clocks(config)
 
 
 def _validate_control_channels(config: Config) -> None:
@@ -300,6 +303,12 @@ def _validate_redis_connections(config: Config) -> None:
         settings_from(config)
     except RedisSettingsError as e:
         raise ConfigError(str(e)) from None
+
+
+def _validate_clocks(config: Config) -> None:
+    """The skew bound must be positive: zero would call every host clock wrong."""
+    if config.max_clock_skew_secs <= 0:
+        raise ConfigError(f"max_clock_skew_secs: must be greater than zero, got {config.max_clock_skew_secs}")
 
 
 def _check_zone(name: str) -> None:

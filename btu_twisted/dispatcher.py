@@ -23,7 +23,7 @@ from btu_twisted.cron import CronError
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
-from btu_twisted.store import split_member
+from btu_twisted.store import SCHEDULE_KEY, describe_error, split_member
 
 # Errors that mean "Redis is unreachable right now" (logged once per outage, not as a traceback).
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
@@ -32,6 +32,7 @@ PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire in
 BATCH_SIZE = 2000        # due members read from Redis per dispatch cycle
 TRANSACTION_SIZE = 100   # fires per Redis transaction: bounds the pipeline's memory, and the
                          # first jobs of a large burst land before the last are built
+MAX_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, unix seconds: the last instant a datetime holds
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
 
 
@@ -41,7 +42,10 @@ class Dispatcher(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, store, source, rows, builder, enqueuer, run_in_thread, stats,
-                 misfire_grace_secs: int, poll_interval_secs: float, on_redis_back=lambda: None):
+                 misfire_grace_secs: int, poll_interval_secs: float, on_redis_back=lambda: None,
+                 clock_ready: defer.Deferred | None = None):
+        """`clock_ready` fires when `clock` tells Redis time (ClockWatch.first_sync): nothing is
+        armed before, so a host clock that runs fast cannot enqueue early at start-up."""
         self._clock = clock
         self._store = store
         self._source = source
@@ -58,6 +62,8 @@ class Dispatcher(service.Service):
         self._cycle: defer.Deferred | None = None
         self._backoff = RETRY_MIN_SECS
         self._on_redis_back = on_redis_back
+        self._clock_ready = clock_ready
+        self._slow_since = 0.0
         self._from_cache = False  # dispatching from cached rows (SQL down), logged once per outage
         self._parked: dict[str, float] = {}  # member -> clock time to retry building its job
 
@@ -68,6 +74,12 @@ class Dispatcher(service.Service):
 
     def startService(self):
         super().startService()
+        ready = defer.succeed(None) if self._clock_ready is None else self._clock_ready
+        ready.addCallback(lambda _: self._start_polling())
+
+    def _start_polling(self) -> None:
+        if not self.running or self._poll is not None:
+            return
         self._poll = task.LoopingCall(self.wake)
         self._poll.clock = self._clock
         self._poll.start(self._poll_interval, now=True)
@@ -77,14 +89,15 @@ class Dispatcher(service.Service):
         super().stopService()
         if self._poll is not None and self._poll.running:
             self._poll.stop()
+        self._poll = None
         self._cancel_timer()
         if self._cycle is not None:
             return self._cycle
 
     def poke(self, when: float) -> None:
         """A fire at `when` was just planned: re-arm if it is earlier than the armed one."""
-        if not self.running or self._cycle is not None:
-            return  # a running cycle re-reads the earliest member when it ends
+        if not self.running or self._poll is None or self._cycle is not None:
+            return  # not polling yet (clock not ready), or a running cycle re-reads when it ends
         if self._armed_for is None or when < self._armed_for:
             self._arm_at(when)
 
@@ -173,19 +186,30 @@ class Dispatcher(service.Service):
     def _dispatch(self, due: list[tuple[str, float]]):
         """Enqueue one batch of due members; fires with how many members were dealt with."""
         latest: dict[str, int] = {}
-        strays = []
-        for member, _score in due:
+        strays, malformed = [], []
+        for member, score in due:
             parsed = split_member(member)
-            if parsed is None:
-                strays.append(member)
+            problem = _malformed(parsed, score)
+            if problem:
+                # Rust leftovers and hand edits: dropped at once, so they are warned about once,
+                # and never waited for (a text time ahead of its score would hold the enqueue
+                # thread, and shutdown, until then).
+                self.log.warn("dropping member {member!r} of {key}: {problem}", member=member[:200],
+                              key=SCHEDULE_KEY, problem=problem)
+                malformed.append(member)
                 continue
             schedule_id, when = parsed
             if schedule_id in latest:  # two members of one schedule: keep the latest (coalesce)
                 strays.append(f"{schedule_id}|{min(when, latest[schedule_id])}")
             latest[schedule_id] = max(when, latest.get(schedule_id, when))
+        if malformed:
+            yield self._store.remove_members(malformed)
         if strays:
             yield self._store.remove_strays(strays)
-        rows = yield self._read_rows(list(latest))
+        # The earliest fire's instant is the re-read's deadline (a late batch still gets a short
+        # wait): a database that answers later must not hold the fire back.
+        deadline = max(min(latest.values(), default=0), self._clock.seconds() + PREPARE_LEAD_SECS)
+        rows = yield self._read_rows(list(latest), deadline)
         # Now, not when the cycle began: Redis and SQL may have kept it waiting for seconds, and a
         # stale now would plan a next fire already past, giving one outage a second late run.
         now = self._clock.seconds()
@@ -199,19 +223,35 @@ class Dispatcher(service.Service):
                 chunk = group[start:start + TRANSACTION_SIZE]
                 outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when)
                 self._record(chunk, outcomes)
-        return len(fires) + parked + len(strays)
+        return len(fires) + parked + len(strays) + len(malformed)
 
     @defer.inlineCallbacks
-    def _read_rows(self, ids: list[str]):
-        """Current rows from the source; while it is unreachable, the last rows read."""
+    def _read_rows(self, ids: list[str], deadline: float):
+        """Current rows from the source; while it is unreachable, or has not answered by
+        `deadline`, the last rows read."""
+        answer = defer.Deferred()
+        timer = self._clock.callLater(max(0.0, deadline - self._clock.seconds()),
+                                      lambda: answer.called or answer.callback(_TOO_SLOW))
+        read = self._source.read(ids)
+        # A late answer is dropped (its failure too: the source has logged it).
+        read.addBoth(lambda result: None if answer.called else answer.callback(result))
         try:
-            rows = yield self._source.read(ids)
-        except Exception:
+            result = yield answer
+        except Exception as e:
+            result = e
+        if timer.active():
+            timer.cancel()
+        if result is _TOO_SLOW or isinstance(result, Exception):
+            self._sql_slow(result is _TOO_SLOW)
             if not self._from_cache:
-                self.log.warn("{source} unreachable; dispatching from the last rows read until it "
-                              "answers", source=self._source.description)
+                self.log.warn("{source} {state}; dispatching from the last rows read until it "
+                              "answers", source=self._source.description,
+                              state="too slow to answer before the fire" if result is _TOO_SLOW
+                              else "unreachable")
             self._from_cache = True
             return {i: self._rows[i] for i in ids if i in self._rows}
+        rows = result
+        self._sql_slow(False)
         self._from_cache = False
         for schedule_id in ids:
             if schedule_id in rows:
@@ -234,6 +274,7 @@ class Dispatcher(service.Service):
             self._stats.counts["dropped"] += 1
             return Fire(schedule_id, when, None, None)
         try:
+            row.check()  # a row edited after planning is held to the rules it was planned by
             try:
                 next_when = row.next_fire(max(when, now))
             except CronError:
@@ -257,9 +298,14 @@ class Dispatcher(service.Service):
             return self._unusable(Fire(schedule_id, when, None, None), e, row)
 
     def _unusable(self, fire: Fire, error: Exception, row) -> Fire:
-        """A row that cannot be dispatched: reported; its member is dropped, nothing is planned."""
-        self.log.error("cannot dispatch {schedule_id}: {reason}", schedule_id=fire.schedule_id, reason=error)
-        self._stats.problem(fire.schedule_id, str(error))
+        """A row that cannot be dispatched: reported; its member is dropped, nothing is planned.
+
+        Said once per reason: a fixed row comes back through the planner (the app's save, or the
+        next full refresh)."""
+        self._rows.pop(fire.schedule_id, None)
+        if self._stats.problem(fire.schedule_id, str(error)):
+            self.log.error("cannot dispatch {schedule_id} due at {due}: {reason}; not enqueued",
+                           schedule_id=fire.schedule_id, due=iso_utc(fire.when), reason=error)
         self._stats.count("errors", self._builder.queue_for(row))
         return replace(fire, job=None, next_when=None)
 
@@ -300,6 +346,16 @@ class Dispatcher(service.Service):
                 self.log.info("{schedule_id} for {due} was already enqueued (by a peer or before a "
                               "restart)", schedule_id=fire.schedule_id, due=iso_utc(fire.when))
 
+    def _sql_slow(self, slow: bool) -> None:
+        """Record whether re-reads miss their deadline (`status`: sql.slow), logging the change."""
+        health = self._stats.sql
+        if slow and not health.slow:
+            health.slow, self._slow_since = True, self._clock.seconds()
+        elif not slow and health.slow:
+            health.slow = False
+            self.log.info("{source} answers in time again after {took:.1f} s",
+                          source=self._source.description, took=self._clock.seconds() - self._slow_since)
+
     def _redis_ok(self) -> None:
         self._backoff = RETRY_MIN_SECS
         was_down = self._stats.redis.up is False
@@ -310,16 +366,36 @@ class Dispatcher(service.Service):
             self._on_redis_back()
 
     def _redis_failed(self, error: Exception) -> None:
+        """Log a failed cycle once per run of failures (the traceback only at DEBUG)."""
+        self.log.debug("dispatch cycle failed: {log_failure}", log_failure=Failure(error))
         if not isinstance(error, UNAVAILABLE):
-            self.log.failure("dispatch failed; retrying with back-off", failure=Failure(error))
-        elif self._stats.redis.mark(False, self._clock.seconds(), str(error) or type(error).__name__):
-            self.log.error("Redis unreachable ({error}); retrying with back-off", error=error)
+            if self._backoff == RETRY_MIN_SECS:
+                self.log.error("dispatch failed ({error}); retrying with back-off", error=error)
+        else:
+            described = describe_error(self._store.settings, error)
+            if self._stats.redis.mark(False, self._clock.seconds(), described):
+                self.log.error("{error}; Redis unreachable, retrying with back-off", error=described)
         self._stats.counts["errors"] += 1
 
     def _next_backoff(self) -> float:
         delay = self._backoff
         self._backoff = min(self._backoff * 2, self._poll_interval)
         return delay
+
+
+def _malformed(parsed: tuple[str, int] | None, score: float) -> str | None:
+    """Why a member cannot be a fire (None when it can): not "<id>|<unix seconds>", a time no
+    datetime can hold, or a text time that disagrees with the score that made it due."""
+    if parsed is None:
+        return "not of the form <schedule id>|<unix seconds>"
+    schedule_id, when = parsed
+    if not schedule_id:
+        return "no schedule id"
+    if when > MAX_INSTANT:
+        return f"{when} is beyond year 9999"
+    if when != score:
+        return f"its time {when} disagrees with its score {score:.0f}"
+    return None
 
 
 def _latest_fire(row, when: int, now: float) -> int:
@@ -347,4 +423,5 @@ class _ToBuild:
     fire: Fire
 
 
+_TOO_SLOW = object()  # the re-read missed its deadline
 _MISSING = object()  # no row known at all (database down and never read): leave the member be

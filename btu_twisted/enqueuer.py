@@ -81,13 +81,21 @@ class Enqueuer:
 
     log = Logger(observer=OBSERVER)
 
-    def __init__(self, redis_settings: RedisSettings | str, now=time.time, sleep=time.sleep,
-                 min_replicas: int = 0, replicas_timeout_secs: float = 0.5):
+    def __init__(self, redis_settings: RedisSettings | str, now=time.time, sleep=None,
+                 min_replicas: int = 0, replicas_timeout_secs: float = 0.5,
+                 max_skew_secs: float = 2.0, on_distrusted=lambda schedule_id, watermark, now: None):
+        """`now` tells instants (Redis time in the daemon: `clock.RedisClock.seconds`); a watermark
+        more than `max_skew_secs` ahead of it was left by a fast clock and is not trusted, and
+        `on_distrusted` (called in the enqueue thread) reports it."""
         if isinstance(redis_settings, str):
             redis_settings = settings_for_url(redis_settings)
         self._settings = redis_settings
         self._now = now
-        self._sleep = sleep
+        # An Event's timed wait, not time.sleep: that one is clock_nanosleep, which libfaketime
+        # (the clock-step tests' tool) fails with EINVAL when the monotonic clock is left real.
+        self._sleep = sleep or threading.Event().wait
+        self._max_skew = max_skew_secs
+        self._on_distrusted = on_distrusted
         self._min_replicas = min_replicas
         self._replicas_timeout_ms = int(replicas_timeout_secs * 1000)
         self._local = threading.local()
@@ -159,7 +167,8 @@ class Enqueuer:
         late = self._now() - not_before
         outcomes, advance = [], []
         for fire, key, watermark in zip(fires, keys, watermarks):
-            watermark = self._reassert(pipe, fire.schedule_id, key, watermark)
+            trusted = self._trusted(fire.schedule_id, watermark)
+            watermark = self._reassert(pipe, fire.schedule_id, key, trusted)
             if watermark is not None and watermark >= fire.when:
                 outcomes.append(ALREADY_ENQUEUED)
             elif fire.job is None:
@@ -180,10 +189,10 @@ class Enqueuer:
         pipe.execute()
         return outcomes
 
-    def _reassert(self, pipe, schedule_id: str, key: str, stored) -> int | None:
-        """The schedule's watermark: Redis's, or the later fire this process remembers enqueueing,
-        which is then written back inside the transaction so that peers see it too."""
-        stored = None if stored is None else int(stored)
+    def _reassert(self, pipe, schedule_id: str, key: str, stored: int | None) -> int | None:
+        """The schedule's watermark: Redis's (when trusted), or the later fire this process
+        remembers enqueueing, which is then written back inside the transaction so that peers see
+        it too."""
         with self._lock:
             remembered = self._enqueued.get(schedule_id)
             if remembered is None or (stored is not None and stored >= remembered):
@@ -241,6 +250,18 @@ class Enqueuer:
                 history.append(pipe, schedule_id, history.entry(when, spec, 0.0, manual=True))
             pipe.execute()
         return True
+
+    def _trusted(self, schedule_id: str, watermark: bytes | None) -> int | None:
+        """The watermark as an instant, or None when it is absent or ahead of Redis time."""
+        if watermark is None:
+            return None
+        now = self._now()
+        if int(watermark) > now + self._max_skew:
+            # No fire is enqueued before its instant, so only a fast clock can have written it;
+            # trusting it would block this schedule's fires until Redis time catches up.
+            self._on_distrusted(schedule_id, int(watermark), now)
+            return None
+        return int(watermark)
 
     @staticmethod
     def _create(spec: JobSpec):

@@ -42,7 +42,13 @@ class MonitoredSource:
         return d
 
     def _up(self, result):
-        if self._health.mark(True, self._clock.seconds()):
+        was_down, down_since = self._health.up is False, self._health.since
+        if not self._health.mark(True, self._clock.seconds()):
+            return result
+        if was_down:  # the end of an outage, with its length
+            self.log.info("{source} reachable again after {took:.1f} s", source=self.description,
+                          took=self._clock.seconds() - down_since)
+        else:
             self.log.info("{source} reachable", source=self.description)
         return result
 

@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from btu_twisted.cron import CronError
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import Schedule, ScheduleError
 from btu_twisted.workqueue import UniqueQueue, resolve
 
-RETRY_DELAY_SECS = 5.0  # after a failed batch (database or Redis down), before its IDs are retried
+RETRY_MIN_SECS = 1.0  # first wait after a failed batch (database or Redis down), doubled per failure
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class Planner(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, queue: UniqueQueue, source, store, rows: RowCache, stats,
-                 on_planned=lambda when: None, batch_size: int = 500, cooperator=None):
+                 on_planned=lambda when: None, batch_size: int = 500, cooperator=None,
+                 max_retry_secs: float = 60.0, clock_ready: defer.Deferred | None = None):
+        """`clock_ready` (ClockWatch.first_sync) holds planning back until `clock` tells Redis
+        time: planned with a skewed host clock, fires would be computed from the wrong now."""
         self._clock = clock
         self.queue = queue
         self._source = source
@@ -69,10 +73,18 @@ class Planner(service.Service):
         self._idle_waiters: list[defer.Deferred] = []
         self._retry = None
         self._retry_ids: list[str] = []
+        self._clock_ready = clock_ready
+        self._retry_delay = RETRY_MIN_SECS
+        self._max_retry = max_retry_secs  # scheduler_polling_interval in the daemon
 
     def startService(self):
         super().startService()
-        self._task = self._cooperator.cooperate(self._work())
+        ready = defer.succeed(None) if self._clock_ready is None else self._clock_ready
+        ready.addCallback(lambda _: self._start_work())
+
+    def _start_work(self) -> None:
+        if self.running and self._task is None:
+            self._task = self._cooperator.cooperate(self._work())
 
     def stopService(self):
         super().stopService()
@@ -80,6 +92,7 @@ class Planner(service.Service):
             self._retry.cancel()
         if self._task is not None:
             self._task.stop()
+            self._task = None
         if self._pending is not None:
             self._pending.cancel()
 
@@ -103,11 +116,13 @@ class Planner(service.Service):
         try:
             outcomes = yield self.plan([schedule_id for schedule_id, _ in batch])
         except Exception as e:
-            self.log.failure("planning {count} schedules failed; retrying in {delay} s",
-                             count=len(batch), delay=RETRY_DELAY_SECS)
+            self._failed(e, len(batch))
             self._retry_later([schedule_id for schedule_id, _ in batch])
             outcomes = {schedule_id: Outcome(schedule_id, reason=f"planning failed, will retry ({e})")
                         for schedule_id, _ in batch}
+        else:
+            if not self._retry_ids:
+                self._retry_delay = RETRY_MIN_SECS
         finally:
             self._busy = False
         for schedule_id, waiters in batch:
@@ -116,11 +131,23 @@ class Planner(service.Service):
             waiters, self._idle_waiters = self._idle_waiters, []
             resolve(waiters, None)
 
+    def _failed(self, error: Exception, count: int) -> None:
+        """Log a failed batch: the traceback at DEBUG; a warning only for the first failure of a
+        run while SQL and Redis look up (their outages are logged, once, where they are seen)."""
+        self.log.debug("planning {count} schedules failed: {log_failure}", count=count,
+                       log_failure=Failure(error))
+        first = self._retry_delay == RETRY_MIN_SECS and not self._retry_ids
+        if first and self._stats.sql.up is not False and self._stats.redis.up is not False:
+            self.log.warn("planning {count} schedules failed ({error}); retrying with back-off",
+                          count=count, error=error)
+
     def _retry_later(self, ids: list[str]) -> None:
-        """Queue `ids` again after RETRY_DELAY_SECS; failures meanwhile join the same retry."""
+        """Queue `ids` again after a back-off that doubles up to the poll interval; failures
+        meanwhile join the same retry."""
         self._retry_ids.extend(ids)
         if self._retry is None or not self._retry.active():
-            self._retry = self._clock.callLater(RETRY_DELAY_SECS, self._requeue)
+            self._retry = self._clock.callLater(self._retry_delay, self._requeue)
+            self._retry_delay = min(self._retry_delay * 2, self._max_retry)
 
     def _requeue(self) -> None:
         ids, self._retry_ids = self._retry_ids, []
@@ -151,18 +178,21 @@ class Planner(service.Service):
             self._rows.pop(schedule_id, None)
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, reason="no such BTU Task Schedule")
-        self._rows[schedule_id] = row
         zone = dict(time_zone=row.time_zone, zone_source=row.zone_source)
         if not row.enabled:
+            self._rows.pop(schedule_id, None)
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, reason="the schedule is disabled", **zone)
         try:
             row.check()
             when = row.next_fire(now)
         except (CronError, ScheduleError) as e:
-            self._stats.problem(schedule_id, str(e))
-            self.log.warn("cannot plan {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
+            # Not cached: a refused row may carry megabytes of text, and nothing will fire from it.
+            self._rows.pop(schedule_id, None)
+            if self._stats.problem(schedule_id, str(e)):
+                self.log.warn("cannot plan {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
             return Outcome(schedule_id, reason=str(e), **zone)
+        self._rows[schedule_id] = row
         self._stats.problem(schedule_id, None)
         self.log.debug("planned {schedule_id} at {when} ({time_zone}, from {zone_source})",
                        schedule_id=schedule_id, when=when, **zone)

@@ -74,10 +74,17 @@ class RedisSettings:
     def description(self) -> str:
         """Where the daemon's Redis is, without secrets (for logs, errors and `status`)."""
         if self.sentinels:
-            return (f"Sentinel service {self.sentinel_service!r} via "
-                    + ",".join(f"{host}:{port}" for host, port in self.sentinels))
+            return self.address
         where = f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
         return f"{'rediss' if self.tls else 'redis'} {where}"
+
+    @property
+    def address(self) -> str:
+        """The server alone, as an error names it: host:port, a socket path, or the Sentinels."""
+        if self.sentinels:
+            return (f"Sentinel service {self.sentinel_service!r} via "
+                    + ",".join(f"{host}:{port}" for host, port in self.sentinels))
+        return self.path or f"{self.host}:{self.port}"
 
 
 def parse_url(url: str) -> dict:

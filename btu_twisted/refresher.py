@@ -41,6 +41,7 @@ class Refresher(service.Service):
         self._retry = None
         self._retry_delay = RETRY_MIN_SECS
         self._running_refresh: defer.Deferred | None = None
+        self._again = False
 
     def startService(self):
         super().startService()
@@ -60,10 +61,13 @@ class Refresher(service.Service):
             self._retry.cancel()
 
     def refresh(self) -> defer.Deferred:
-        """Run one refresh unless one is under way; never fails (the loop must keep running)."""
+        """Run one refresh; asked during one, run another after it (what it planned may predate
+        the request, e.g. a clock resync). Never fails (the loop must keep running)."""
         if self._running_refresh is None:
             self._running_refresh = self._refresh()
             self._running_refresh.addBoth(self._finished)
+        else:
+            self._again = True
         return defer.succeed(None)
 
     def _finished(self, ok) -> None:
@@ -73,7 +77,11 @@ class Refresher(service.Service):
             ok = False
         if ok:
             self._retry_delay = RETRY_MIN_SECS
-        elif self.running:
+            if self._again and self.running:
+                self._again = False
+                self.refresh()
+        elif self.running:  # the retry is the refresh asked for meanwhile, too
+            self._again = False
             self._retry = self._clock.callLater(self._retry_delay, self.refresh)
             self._retry_delay = min(self._retry_delay * 2, self._interval)
 
@@ -122,7 +130,9 @@ class Refresher(service.Service):
         members = yield self._store.members()
         planned = yield self._store.planned()
         owners = {parsed[0] for parsed in map(split_member, members) if parsed}
-        self._queue.put_many(sorted((owners | set(planned)) - enabled))
+        # Unplannable schedules have no member, yet one deleted or disabled since must leave
+        # `unplannable`: the planner clears it when it sees the row gone or disabled.
+        self._queue.put_many(sorted((owners | set(planned) | set(self._stats.problems)) - enabled))
         # The store re-checks each candidate atomically: one re-planned meanwhile is kept.
         candidates = [m for m in members if planned.get((split_member(m) or ("",))[0]) != m]
         yield self._store.remove_strays(candidates)

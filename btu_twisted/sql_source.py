@@ -66,6 +66,17 @@ def check_connection(config) -> None:
     pymysql.connect(**connect_kwargs(config)).close()
 
 
+class PingingPool(adbapi.ConnectionPool):
+    """An adbapi pool that pings its connection before each use and reopens it when the server
+    closed it (`wait_timeout`, a restart): an idle disconnect is then no error at all, and adbapi
+    logs no "Rollback failed" traceback for it."""
+
+    def connect(self):
+        connection = super().connect()
+        connection.ping(reconnect=True)  # one round trip; a server that is down still fails here
+        return connection
+
+
 class SQLSource:
     """Schedules from MariaDB through an adbapi pool of pymysql connections.
 
@@ -78,8 +89,8 @@ class SQLSource:
     def __init__(self, config, pool: adbapi.ConnectionPool | None = None):
         self._fallback_zone = zones.configured_zone(config)
         self._schema: Schema | None = None
-        self._pool = pool or adbapi.ConnectionPool("pymysql", cp_min=1, cp_max=3, cp_reconnect=True,
-                                                   cp_noisy=False, **connect_kwargs(config))
+        self._pool = pool or PingingPool("pymysql", cp_min=1, cp_max=3, cp_reconnect=True,
+                                         cp_noisy=False, **connect_kwargs(config))
 
     def enabled_ids(self) -> defer.Deferred:
         """Fire with the IDs of every enabled schedule (one query), detecting the Schema again."""

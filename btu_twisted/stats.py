@@ -15,6 +15,7 @@ class Health:
     up: bool | None = None
     since: float | None = None
     error: str | None = None
+    slow: bool = False  # answering, but too late for the fires that needed it
 
     def mark(self, up: bool, now: float, error: str | None = None) -> bool:
         """Record the state; returns True when it changed (callers log transitions, not repeats)."""
@@ -25,7 +26,7 @@ class Health:
         return changed
 
     def as_dict(self) -> dict:
-        return {"up": self.up, "since": self.since, "error": self.error}
+        return {"up": self.up, "since": self.since, "error": self.error, "slow": self.slow}
 
 
 LATENESS_BUCKETS_SECS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
@@ -60,16 +61,20 @@ class Stats:
     job_builder: dict | None = None  # {"kind", "reason"}: which job builder runs, and why
     by_queue: Counter = field(default_factory=Counter)  # (event, queue) -> count, for /metrics
     lateness: Lateness = field(default_factory=Lateness)
+    redis_master: Any = None  # a redis_connections.MasterTracker when Redis is Sentinel-managed
+    clock: dict | None = None  # the host clock against Redis time (clock.ClockWatch)
 
     def count(self, event: str, queue: str) -> None:
         """Count one dispatch event (enqueued, skipped_misfires, errors) in total and for its queue."""
         self.counts[event] += 1
         self.by_queue[event, queue] += 1
-    redis_master: Any = None  # a redis_connections.MasterTracker when Redis is Sentinel-managed
 
-    def problem(self, schedule_id: str, reason: str | None) -> None:
-        """Record (or, with None, clear) why a schedule cannot be planned."""
+    def problem(self, schedule_id: str, reason: str | None) -> bool:
+        """Record (or, with None, clear) why a schedule cannot be planned; True when the reason is
+        new, so a row refused again on every retry or refresh is logged once, not each time."""
         if reason is None:
             self.problems.pop(schedule_id, None)
-        else:
-            self.problems[schedule_id] = reason
+            return False
+        new = self.problems.get(schedule_id) != reason
+        self.problems[schedule_id] = reason
+        return new

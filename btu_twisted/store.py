@@ -81,6 +81,22 @@ def split_member(member: str) -> tuple[str, int] | None:
     return schedule_id, int(when)
 
 
+def describe_error(settings: RedisSettings, error: Exception) -> str:
+    """An operator's reading of a Redis failure: "Redis 127.0.0.1:6379: connection refused",
+    "...: no reply within 5 s", "...: authentication failed" (never a password)."""
+    where = settings.address
+    text = str(error)
+    if isinstance(error, (defer.TimeoutError, defer.CancelledError, TimeoutError)):
+        what = f"no reply within {REPLY_TIMEOUT_SECS} s"
+    elif isinstance(error, ConnectionRefusedError) or "refused" in text.lower():
+        what = "connection refused"
+    elif any(word in text.upper() for word in ("WRONGPASS", "NOAUTH", "INVALID PASSWORD", "AUTHENTICATION")):
+        what = "authentication failed"
+    else:
+        what = text or type(error).__name__
+    return f"Redis {where}: {what}"
+
+
 class ScheduleStore:
     """Plan, cancel and read the schedule sorted set; every method returns a Deferred."""
 
@@ -90,6 +106,11 @@ class ScheduleStore:
         self._settings = settings_for_url(redis) if isinstance(redis, str) else redis
         self._redis = connection
         self._tracker = master_tracker
+
+    @property
+    def settings(self) -> RedisSettings:
+        """The connection settings (errors name the server from them)."""
+        return self._settings
 
     def _call(self, command: str, *args, **kwargs) -> defer.Deferred:
         """Run one command; while Redis is unreachable txredisapi waits for a connection, so bound
@@ -127,6 +148,12 @@ class ScheduleStore:
         if not members:
             return defer.succeed(0)
         return self._call("eval", STRAYS_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], list(members))
+
+    def remove_members(self, members: list[str]) -> defer.Deferred:
+        """Remove exactly `members` (malformed ones, which no schedule can own)."""
+        if not members:
+            return defer.succeed(0)
+        return self._call("zrem", SCHEDULE_KEY, *members)
 
     @defer.inlineCallbacks
     def _writable(self, read: defer.Deferred):
@@ -171,6 +198,10 @@ class ScheduleStore:
     def count(self) -> defer.Deferred:
         """How many fires are planned."""
         return self._call("zcard", SCHEDULE_KEY)
+
+    def server_time(self) -> defer.Deferred:
+        """Redis `TIME`: [unix seconds, microseconds], the clock every daemon sharing Redis agrees on."""
+        return self._call("time")
 
     def mark_refreshed(self, when: float) -> defer.Deferred:
         """Leave the marker of a completed full refresh (its start time, unix seconds)."""

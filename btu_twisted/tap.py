@@ -6,6 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from btu_twisted import monotonic_reactor
+
+monotonic_reactor.install()  # before the imports below pull in the default (wall-clock) reactor
+
+# ruff: noqa: E402
+
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -15,6 +21,7 @@ from btu_twisted import config as configuration
 from btu_twisted import environment, logs, ownership
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
+from btu_twisted.clock import ClockWatch, RedisClock
 from btu_twisted.commands import Commands
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
@@ -114,35 +121,45 @@ def makeService(options, reactor=None) -> service.MultiService:
     _check_redis(redis_settings)
     owner_checked = ownership.refuse_or_claim(config, redis_settings) if config.uses_sql else False
 
+    if not monotonic_reactor.is_monotonic(reactor):
+        log.warn("running on {reactor}, whose timers follow the wall clock: a backward step of the "
+                 "host clock delays them by the step (without --reactor, twistd btu uses a monotonic one)",
+                 reactor=type(reactor).__name__)
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
-    stats = Stats(started_at=reactor.seconds(),
+    clock = RedisClock(reactor)  # instants; the reactor itself measures only delays
+    stats = Stats(started_at=clock.seconds(),
                   redis_master=MasterTracker() if redis_settings.sentinels else None)
     source = MonitoredSource(
         FileSource(config.schedule_file, *configured_zone(config)) if config.schedule_file else SQLSource(config),
-        stats.sql, reactor)
+        stats.sql, clock)
     store = ScheduleStore(reactor, redis_settings, master_tracker=stats.redis_master)
     queue = UniqueQueue()
     rows = RowCache()
-    enqueuer = Enqueuer(redis_settings, min_replicas=config.redis_min_replicas,
-                        replicas_timeout_secs=config.redis_min_replicas_timeout_secs)
-    builder = make_builder(config.job_builder, config, reactor, source, stats)
+    enqueuer = Enqueuer(redis_settings, now=clock.seconds, min_replicas=config.redis_min_replicas,
+                        replicas_timeout_secs=config.redis_min_replicas_timeout_secs,
+                        max_skew_secs=config.max_clock_skew_secs,
+                        on_distrusted=lambda *report: reactor.callFromThread(_distrusted, *report))
+    builder = make_builder(config.job_builder, config, clock, source, stats, reactor=reactor)
     top = DaemonService(openers=[pool.start, store.open],
                         closers=[pool.stop, source.close, store.close, enqueuer.close, builder.close])
+    watch = ClockWatch(reactor, clock, store, stats, config.max_clock_skew_secs,
+                       on_resync=lambda: (refresher.refresh(), dispatcher.wake()))
 
     def in_thread(f, *a, **kw):
         return threads.deferToThreadPool(reactor, pool, f, *a, **kw)
 
     dispatcher = Dispatcher(
-        reactor, store, source, rows, builder, enqueuer, in_thread,
+        clock, store, source, rows, builder, enqueuer, in_thread,
         stats, config.misfire_grace_secs, config.scheduler_polling_interval,
-        on_redis_back=lambda: refresher.refresh())
+        on_redis_back=lambda: refresher.refresh(), clock_ready=watch.first_sync)
     if stats.redis_master is not None:
         stats.redis_master.on_moved = lambda: reactor.callLater(0, _follow_master, enqueuer, dispatcher)
-    planner = Planner(reactor, queue, source, store, rows, stats, on_planned=dispatcher.poke,
-                      batch_size=config.refresh_batch_size)
-    refresher = Refresher(reactor, source, store, queue, planner, stats, config.full_refresh_internal_secs,
+    planner = Planner(clock, queue, source, store, rows, stats, on_planned=dispatcher.poke,
+                      batch_size=config.refresh_batch_size, max_retry_secs=config.scheduler_polling_interval,
+                      clock_ready=watch.first_sync)
+    refresher = Refresher(clock, source, store, queue, planner, stats, config.full_refresh_internal_secs,
                           config.scheduler_polling_interval)
-    commands = Commands(reactor, queue, store, refresher, stats, config, rows=rows,
+    commands = Commands(clock, queue, store, refresher, stats, config, rows=rows,
                         source=config.schedule_source)
     try:
         channels = control_channels(reactor, config, commands, redis_settings)
@@ -154,10 +171,10 @@ def makeService(options, reactor=None) -> service.MultiService:
                                                 owner_checked))
     if isinstance(builder, service.Service):  # `auto` reads the schema at start-up
         top.addService(builder)
-    for child in (planner, dispatcher, refresher, *channels):
+    for child in (watch, planner, dispatcher, refresher, *channels):
         top.addService(child)
     if config.http_port is not None:
-        top.addService(_http_service(reactor, config, stats, enqueuer, in_thread))
+        top.addService(_http_service(reactor, clock, config, stats, enqueuer, in_thread))
     log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}; "
              "job builder {builder}, zone {zone} (time_zone_string; a schedule's own zone or BTU "
              "Configuration's wins), control channels {channels}, HTTP {http}; configuration {config_path}",
@@ -179,16 +196,21 @@ def _channel_summary(config) -> str:
     return ", ".join(channels) or "none"
 
 
-def _http_service(reactor, config, stats, enqueuer, in_thread):
+def _http_service(reactor, clock, config, stats, enqueuer, in_thread):
     """The dashboard and /metrics listener (imported only when configured)."""
     from btu_twisted.web.cockpit import Cockpit
     from btu_twisted.web.metrics import DaemonCollector
     from btu_twisted.web.resources import root
     from btu_twisted.web.service import HTTPService
 
-    cockpit = Cockpit(reactor, config, stats, enqueuer, in_thread,
-                      DaemonCollector(stats, reactor))
+    cockpit = Cockpit(clock, config, stats, enqueuer, in_thread, DaemonCollector(stats, clock))
     return HTTPService(reactor, config.http_interface, config.http_port, root(cockpit, config.http_token))
+
+
+def _distrusted(schedule_id: str, watermark: int, now: float) -> None:
+    log.warn("the watermark of {schedule_id} is {ahead:.0f} s ahead of Redis time (left by a daemon "
+             "whose clock ran fast): not trusted, its fires go out on time",
+             schedule_id=schedule_id, ahead=watermark - now)
 
 
 def _check_database(config) -> None:

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED
 from btu_twisted.schedules import Schedule
 from btu_twisted.store import make_member, split_member
+from btu_twisted.redis_connections import settings_for_url
 
 
 def schedule(schedule_id="TS-000001", cron="0 3 * * *", enabled=True, zone="UTC", **fields) -> Schedule:
@@ -46,6 +47,8 @@ class FakeSource:
 
 class FakeStore:
     """The schedule set as {member: score} plus the planned map, with the Lua scripts' semantics."""
+
+    settings = settings_for_url("redis://127.0.0.1:6379/0")  # errors name this server
 
     def __init__(self):
         self.zset: dict[str, float] = {}
@@ -89,6 +92,12 @@ class FakeStore:
             if parsed is None or self.planned_map.get(parsed[0]) != member:
                 self.zset.pop(member, None)
         return defer.succeed(None)
+
+    def remove_members(self, members):
+        self._guard()
+        for member in members:
+            self.zset.pop(member, None)
+        return defer.succeed(len(members))
 
     def _sorted(self):
         return sorted(self.zset.items(), key=lambda item: (item[1], item[0]))

@@ -7,7 +7,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted.monitored_source import MonitoredSource
-from btu_twisted.planner import RETRY_DELAY_SECS, Planner, RowCache
+from btu_twisted.planner import RETRY_MIN_SECS, Planner, RowCache
 from btu_twisted.refresher import Refresher
 from btu_twisted.stats import Stats
 from btu_twisted.workqueue import UniqueQueue
@@ -96,7 +96,7 @@ class PlannerTests(unittest.TestCase):
         self.assertEqual(self.store.zset, {f"TS-1|{T0 - 60}": T0 - 60})
 
     def test_source_failure_retried_later(self):
-        """When the source is down the batch is retried after RETRY_DELAY_SECS and the caller told."""
+        """When the source is down the batch is retried after RETRY_MIN_SECS and the caller told."""
         self.source.failing = True
         outcome = self.queue.put("TS-1")
         self.run_queue()
@@ -104,7 +104,7 @@ class PlannerTests(unittest.TestCase):
         self.assertFalse(self.stats.sql.up)
         self.flushLoggedErrors(ConnectionError)
         self.source.failing = False
-        self.clock.advance(RETRY_DELAY_SECS)
+        self.clock.advance(RETRY_MIN_SECS)
         self.run_queue()
         self.assertEqual(list(self.store.zset), [f"TS-1|{T0 + 300}"])
 

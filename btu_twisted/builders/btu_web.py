@@ -75,7 +75,7 @@ class BtuWebBuilder:
 
     def __init__(self, clock, url: str, token: str, host_header: str | None = None,
                  queue_name_template: str = "{queue_name}", agent=None,
-                 fetch_timeout: float = FETCH_TIMEOUT_SECS):
+                 fetch_timeout: float = FETCH_TIMEOUT_SECS, reactor=None):
         self._clock = clock
         self._timeout = fetch_timeout
         self._url = url
@@ -84,8 +84,9 @@ class BtuWebBuilder:
         self._template = queue_name_template
         self._pool = None
         if agent is None:
-            self._pool = HTTPConnectionPool(clock, persistent=True)
-            agent = Agent(clock, connectTimeout=fetch_timeout, pool=self._pool)
+            reactor = reactor or clock  # the clock tells instants; connections need a reactor
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            agent = Agent(reactor, connectTimeout=fetch_timeout, pool=self._pool)
         self._agent = agent
         self._limit = defer.DeferredSemaphore(MAX_CONCURRENT_FETCHES)
         self._backoff: dict[str, tuple[int, float]] = {}  # schedule -> (fire, next retry delay)

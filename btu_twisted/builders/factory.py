@@ -13,9 +13,12 @@ from btu_twisted.config import FRAPPE_SITE_HINT
 from btu_twisted.schedules import ScheduleError
 
 
-def make_builder(kind: str, config, clock, source, stats):
+def make_builder(kind: str, config, clock, source, stats, reactor=None):
     """The builder for `kind` (`auto` resolves later, from the schema); records its reason for
-    `status`. Raises BuilderUnavailable when the configuration lacks what that kind needs."""
+    `status`. Raises BuilderUnavailable when the configuration lacks what that kind needs.
+
+    `clock` tells instants (its Retry times are the dispatcher's); `reactor`, when it is not the
+    clock, makes btu-web's HTTP connections."""
 
     def make(chosen: str):
         if chosen == "btu-web":
@@ -23,7 +26,7 @@ def make_builder(kind: str, config, clock, source, stats):
                 raise BuilderUnavailable("the btu-web builder needs webserver_token")
             return BtuWebBuilder(clock, endpoint_url(config.webserver_ip, config.webserver_port),
                                  config.webserver_token, config.webserver_host_header,
-                                 config.queue_name_template)
+                                 config.queue_name_template, reactor=reactor)
         return _local(chosen, config, source)
 
     if kind == "auto":

@@ -53,22 +53,19 @@ class Cockpit:
 
     @defer.inlineCallbacks
     def refresh_metrics(self):
-        """Read the planned count and Redis's clock for the next scrape (in a thread)."""
+        """Read the planned count for the next scrape (in a thread); the clock skew is the one the
+        daemon's clock watch measured against Redis TIME."""
         def read():
             connection = redis_client(self._config)
             try:
-                planned = connection.zcard(SCHEDULE_KEY)
-                seconds, micros = connection.time()
-                return planned, seconds + micros / 1e6
+                return connection.zcard(SCHEDULE_KEY)
             finally:
                 connection.close()
+        self.collector.clock_skew = (self._stats.clock or {}).get("host_offset_secs")
         try:
-            planned, redis_now = yield self._run_in_thread(read)
+            self.collector.planned = yield self._run_in_thread(read)
         except Exception:
-            self.collector.planned = self.collector.clock_skew = None  # Redis down: its gauge says so
-            return
-        self.collector.planned = planned
-        self.collector.clock_skew = round(self._clock.seconds() - redis_now, 6)
+            self.collector.planned = None  # Redis down: its gauge says so
 
     @defer.inlineCallbacks
     def run_now(self, schedule_id: str):

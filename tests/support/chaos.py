@@ -19,6 +19,7 @@ import pickle
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from btu_twisted import cron
 from btu_twisted.builders import job_id as job_id_of
 from tests.support import frappe_schema
 from tests.support.daemon import control_request, twistd_env, twistd_executable, write_config
+from tests.support.pushes import faketime_env, set_faketime_offset
 
 SCHEDULE_KEY = "btu_scheduler:task_execution_times"
 TASK_ID = "BTU-CHAOS"
@@ -122,7 +124,9 @@ class ChaosDaemon:
     Every run appends its output to one log file, so a failing check can show what was said.
     """
 
-    def __init__(self, name: str, directory: str, keys: dict):
+    def __init__(self, name: str, directory: str, keys: dict, clock_offset: float | None = None):
+        """With `clock_offset`, every run's wall clock is that many seconds off (libfaketime),
+        and `set_clock` moves it while the daemon runs."""
         self.name = name
         self.directory = directory
         self.socket_path = keys["socket_path"]
@@ -130,6 +134,14 @@ class ChaosDaemon:
         self.log_path = os.path.join(directory, f"{name}.log")
         self.process: subprocess.Popen | None = None
         self.starts = 0
+        self.clock_file = None if clock_offset is None else os.path.join(directory, f"{name}.faketime")
+        self.clock_offset = clock_offset
+        if self.clock_file:
+            set_faketime_offset(self.clock_file, clock_offset)
+
+    def set_clock(self, offset: float) -> None:
+        """Step this daemon's wall clock to `offset` seconds from the real one."""
+        set_faketime_offset(self.clock_file, offset)
 
     def spawn(self) -> None:
         """Start a new twistd process (does not wait for it)."""
@@ -139,7 +151,8 @@ class ChaosDaemon:
             self.process = subprocess.Popen(
                 [twistd_executable(), "-n", "--pidfile=", "--logfile=-", "btu",
                  "--config", self.config_path],
-                env=twistd_env(), cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out,
+                env=twistd_env(**(faketime_env(self.clock_file) if self.clock_file else {})),
+                cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
 
@@ -450,6 +463,7 @@ class Run:
     daemons: list[ChaosDaemon]
     seconds: float
     lateness: list[float] = field(default_factory=list)  # of the fires in the window, seconds
+    early: list[str] = field(default_factory=list)  # pushes before their instant by Redis time
 
     def tracebacks(self) -> list[str]:
         return [f"{d.name}: {tb}" for d in self.daemons for tb in d.tracebacks()]
@@ -461,33 +475,59 @@ class Run:
 def run_chaos(directory: str, client, redis_url: str, mariadb_socket: str, sql, database: str,
               daemons: int, seconds: float, schedules: int, rng: random.Random,
               gap_secs: tuple[float, float], down_secs: tuple[float, float] = (0.0, 0.0),
-              min_kills: int = 0, log=lambda text: None) -> Run:
+              min_kills: int = 0, log=lambda text: None, clock_offsets: tuple[float, ...] = (),
+              clock_step: tuple[float, float, float] | None = None, pushes=None) -> Run:
     """Create `schedules` schedules, start `daemons` daemons, kill them for `seconds`, then check.
 
     `client` is a redis-py client of the (flushed) Redis at `redis_url`; `sql` an autocommit
-    connection to `database`, which holds the Frappe schema and nothing else.
+    connection to `database`, which holds the Frappe schema and nothing else. `clock_offsets`
+    runs the daemons under libfaketime, each its offset off the real clock; `clock_step`
+    (seconds into the window, size, held seconds) steps the first daemon's clock by `size` and
+    back; `pushes` (a `pushes.PushMonitor`) gives `Run.early`.
     """
     began = time.monotonic()
     crons = chaos_crons(schedules)
     create_schedules(sql, crons)
+    offsets = list(clock_offsets) + [None] * (daemons - len(clock_offsets))
     fleet = [ChaosDaemon(f"btu{n}", directory,
                          daemon_keys(f"chaos daemon {n}", os.path.join(directory, f"btu{n}.sock"),
-                                     redis_url, mariadb_socket, database))
+                                     redis_url, mariadb_socket, database), offsets[n])
              for n in range(daemons)]
+    stepper = None
     try:
         start_all(fleet)
         wait_planned(client, schedules)
         window_start = time.time() + WINDOW_START_MARGIN_SECS
         window_end = window_start + seconds
+        if clock_step is not None:
+            stepper = _step_clock(fleet[0], window_start + clock_step[0], *clock_step[1:], log)
         log(f"{daemons} daemon(s) up, {schedules} schedules planned; chaos for {seconds:.0f} s")
         outages = kill_loop(fleet, window_end, rng, gap_secs, down_secs, min_kills, log)
         last_look = max([window_end] + [o.up_at + AFTER_UP_MARGIN_SECS for o in outages])
         time.sleep(max(0.0, last_look + DRAIN_SECS - time.time()))
     finally:
+        if stepper is not None:
+            stepper.join()
         for daemon in fleet:
             daemon.stop()
     found = read_enqueued(client)
     report = check(found, crons, (window_start, window_end), outages, single_daemon=daemons == 1)
     lateness = [late for (_sid, when), late in found.lateness.items()
                 if report.window[0] <= when <= report.window[1]]
-    return Run(report, outages, fleet, time.monotonic() - began, sorted(lateness))
+    return Run(report, outages, fleet, time.monotonic() - began, sorted(lateness),
+               pushes.early() if pushes is not None else [])
+
+
+def _step_clock(daemon: ChaosDaemon, at: float, size: float, held: float, log) -> threading.Thread:
+    """At wall-clock `at`, step `daemon`'s clock by `size` seconds, and back after `held` seconds."""
+    def step():
+        time.sleep(max(0.0, at - time.time()))
+        daemon.set_clock(daemon.clock_offset + size)
+        log(f"{daemon.name}: clock stepped by {size:+.0f} s")
+        time.sleep(held)
+        daemon.set_clock(daemon.clock_offset)
+        log(f"{daemon.name}: clock right again")
+
+    thread = threading.Thread(target=step, daemon=True)
+    thread.start()
+    return thread
