@@ -21,6 +21,7 @@ from btu_twisted import config as configuration
 from btu_twisted import environment, logs, ownership
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
+from btu_twisted.channels.tcp import check_tcp_port
 from btu_twisted.clock import ClockWatch, RedisClock
 from btu_twisted.commands import Commands
 from btu_twisted.dispatcher import Dispatcher
@@ -162,7 +163,9 @@ def makeService(options, reactor=None) -> service.MultiService:
     commands = Commands(clock, queue, store, refresher, stats, config, rows=rows,
                         source=config.schedule_source)
     try:
-        channels = control_channels(reactor, config, commands, redis_settings)
+        channels = control_channels(reactor, config, commands, redis_settings, stats.redis_master)
+        if config.http_port:
+            check_tcp_port(config.http_port, config.http_interface, "http_port")
     except ListenerError as e:  # before twistd forks: one line and exit 1, in -n and daemon mode
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None

@@ -96,13 +96,13 @@ class UnplannableForgetsTests(FaultTestCase):
         self.assertEqual(set(status["unplannable"]), {"TS-DELETED", "TS-DISABLED", "TS-STILL-BAD"})
         fs.delete_schedule(self.sql, "TS-DELETED")
         fs.update_schedule(self.sql, "TS-DISABLED", enabled=0)
-        asked_at = time.time()
+        before = status["last_refresh"]["at"]  # in the daemon's clock (Redis time), not ours
         yield daemon.query(RELOAD)
 
         @defer.inlineCallbacks
         def refreshed_again():
             status = yield daemon.status()
-            return status["last_refresh"]["at"] >= asked_at and status
+            return status["last_refresh"]["at"] > before and status
 
         status = yield wait_for(refreshed_again, 10, "the reload's refresh")
         self.assertEqual(set(status["unplannable"]), {"TS-STILL-BAD"})

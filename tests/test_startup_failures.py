@@ -99,3 +99,8 @@ class StartupFailureTests(unittest.TestCase):
         """tcp_socket_port taken by another listener on 127.0.0.1."""
         port = taken_tcp_port(self)
         self.fails(f"tcp_socket_port {port}: 127.0.0.1:{port} is already in use", tcp_socket_port=port)
+
+    def test_http_port_in_use(self):
+        """http_port (the dashboard) taken by another listener on its interface."""
+        port = taken_tcp_port(self)
+        self.fails(f"http_port {port}: 127.0.0.1:{port} is already in use", http_port=port)

@@ -8,9 +8,11 @@ before any thread, connection or child process exists.
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.logger import Logger
 
-from btu_twisted.channels.redis_rpc import RedisRPCListener
+from btu_twisted.channels.redis_rpc import RedisRPCListener, rpc_connection
 from btu_twisted.channels.tcp import ControlTCPService, check_tcp_port
 from btu_twisted.channels.text_protocol import ControlFactory
 from btu_twisted.channels.unix_socket import ControlSocketService, check_socket_path
@@ -19,7 +21,7 @@ from btu_twisted.logs import OBSERVER
 log = Logger(observer=OBSERVER)
 
 
-def control_channels(reactor, config, commands, redis_settings) -> list:
+def control_channels(reactor, config, commands, redis_settings, master_tracker=None) -> list:
     """The services of every enabled channel, all answering through `commands.handlers()`.
 
     Raises ListenerError naming the setting when a channel could not listen.
@@ -40,6 +42,7 @@ def control_channels(reactor, config, commands, redis_settings) -> list:
         channels.append(ControlTCPService(reactor, config.tcp_socket_port, factory))
     if not config.disable_redis_rpc:
         channels.append(RedisRPCListener(reactor, redis_settings, handlers,
+                                         connect=partial(rpc_connection, clock=reactor, tracker=master_tracker),
                                          max_request_bytes=config.socket_max_request_bytes))
     if not channels:
         log.warn("every control channel is disabled: schedule edits wait for the next full refresh "

@@ -99,10 +99,10 @@ class _Malformed(Exception):
         self.response_key = response_key
 
 
-def rpc_connection(settings: RedisSettings):
+def rpc_connection(settings: RedisSettings, clock=None, tracker=None):
     """The listener's own Redis connection (a blocking pop holds it, so it is never shared), with
-    the daemon's user, TLS and Sentinel master."""
-    return txredis_connection(settings, poolsize=1)
+    the daemon's user, TLS and Sentinel master (`tracker`: the daemon's, so a move is seen once)."""
+    return txredis_connection(settings, 1, clock, tracker)
 
 
 def _describe(error: Exception) -> str:

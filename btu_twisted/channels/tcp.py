@@ -19,15 +19,15 @@ LOOPBACK = "127.0.0.1"  # never another interface: the protocol has no authentic
 log = Logger(observer=OBSERVER)
 
 
-def check_tcp_port(port: int) -> None:
-    """Raise ListenerError now if 127.0.0.1:`port` cannot be bound (in use, or not allowed)."""
+def check_tcp_port(port: int, interface: str = LOOPBACK, setting: str = "tcp_socket_port") -> None:
+    """Raise ListenerError now if interface:`port` cannot be bound (in use, or not allowed)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted's listenTCP does
-        probe.bind((LOOPBACK, port))
+        probe.bind((interface, port))
     except OSError as e:
         problem = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
-        raise ListenerError(f"tcp_socket_port {port}: {LOOPBACK}:{port} is {problem}; stop what "
+        raise ListenerError(f"{setting} {port}: {interface}:{port} is {problem}; stop what "
                             "listens there or choose another port") from None
     finally:
         probe.close()
