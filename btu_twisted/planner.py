@@ -151,7 +151,10 @@ class Planner(service.Service):
             self._rows.pop(schedule_id, None)
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, reason="no such BTU Task Schedule")
-        self._rows[schedule_id] = row
+        # Keyed by the row's own ID string: a dict keeps the key it first got, so an update would keep
+        # the ID query's copy beside the row query's (100 000 IDs: 2 copies instead of 1).
+        self._rows.pop(schedule_id, None)
+        self._rows[row.schedule_id] = row
         zone = dict(time_zone=row.time_zone, zone_source=row.zone_source)
         if not row.enabled:
             self._stats.problem(schedule_id, None)

@@ -45,6 +45,15 @@ class PlannerTests(unittest.TestCase):
         self.assertEqual(self.store.zset, {f"TS-1|{T0 + 300}": T0 + 300, f"TS-2|{T0 + 15 * 3600}": T0 + 15 * 3600})
         self.assertEqual(self.poked, [T0 + 300])
 
+    def test_row_cache_holds_each_id_once(self):
+        """The row cache is keyed by the row's own ID string, not the equal copy the queue held."""
+        queued, earlier = "".join(["TS-", "1"]), "".join(["TS-", "1"])  # equal strings, not the same objects
+        self.rows[earlier] = self.source.rows["TS-1"]
+        self.queue.put_many([queued])
+        self.run_queue()
+        [key] = [k for k in self.rows if k == "TS-1"]
+        self.assertIs(key, self.rows["TS-1"].schedule_id)
+
     def test_reads_in_batches(self):
         """IDs are read from the source in batches, not one query each."""
         self.source.rows.update({f"TS-{i}": schedule(f"TS-{i}") for i in range(3, 6)})
