@@ -129,7 +129,7 @@ class Planner(service.Service):
     @defer.inlineCallbacks
     def plan(self, ids: list[str]):
         """Plan or cancel each ID from its current row; fires with {id: Outcome}."""
-        rows = yield self._source.read(ids)
+        rows = yield self._source.read([self._held(schedule_id) for schedule_id in ids])
         now = self._clock.seconds()
         entries, cancels, outcomes = [], [], {}
         for schedule_id in ids:
@@ -146,15 +146,18 @@ class Planner(service.Service):
             self._on_planned(min(when for _, when in entries))
         return outcomes
 
+    def _held(self, schedule_id: str) -> str:
+        """The equal ID string the row cache holds already, if any: rows built on it (the SQL source
+        does) leave one copy of each ID in the cache, not one from every query that read it."""
+        row = self._rows.get(schedule_id)
+        return row.schedule_id if row is not None else schedule_id
+
     def _plan_one(self, schedule_id: str, row: Schedule | None, now: float) -> Outcome:
         if row is None:
             self._rows.pop(schedule_id, None)
             self._stats.problem(schedule_id, None)
             return Outcome(schedule_id, reason="no such BTU Task Schedule")
-        # Keyed by the row's own ID string: a dict keeps the key it first got, so an update would keep
-        # the ID query's copy beside the row query's (100 000 IDs: 2 copies instead of 1).
-        self._rows.pop(schedule_id, None)
-        self._rows[row.schedule_id] = row
+        self._rows[schedule_id] = row
         zone = dict(time_zone=row.time_zone, zone_source=row.zone_source)
         if not row.enabled:
             self._stats.problem(schedule_id, None)
