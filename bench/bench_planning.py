@@ -23,13 +23,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import timeit
 import tracemalloc
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
 DEFAULT_BEFORE = "99dd0e0"
 DEFAULT_COUNT = 100_000
 BATCH = 500  # the planner's default batch size
@@ -101,7 +99,7 @@ class AcceptingStore:
         return defer.succeed(None)
 
 
-def child(count: int) -> dict:
+def child(count: int, memory: bool = True) -> dict:
     from twisted.internet import task
 
     import btu_twisted
@@ -144,6 +142,8 @@ def child(count: int) -> dict:
     planner.stopService()
     del clock, source, queue, rows, planner
 
+    if not memory:  # `--child N --cpu-only`: for a profiler (py-spy), without tracemalloc's overhead
+        return figures
     tracemalloc.start()
     base = tracemalloc.take_snapshot()
     clock, source, queue, rows, planner = world()
@@ -188,13 +188,10 @@ def main(argv: list[str]) -> None:
         argv.remove("--before")
     count = int(argv[0]) if argv else DEFAULT_COUNT
     sys.path.insert(0, BENCH_DIR)
-    from common import banner, note, table
+    from common import archived_tree, banner, note, table
 
     banner(f"planning {count} schedules in-process: {before} (before) and the working tree (after)")
-    with tempfile.TemporaryDirectory() as tree:
-        archive = subprocess.run(["git", "-C", REPO_ROOT, "archive", before, "btu_twisted"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    with archived_tree(before) as tree:
         old = run_child(count, tree)
     new = run_child(count, None)
     for label, figures in (("before", old), ("after", new)):
@@ -218,6 +215,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(child(int(sys.argv[2]))))
+        print(json.dumps(child(int(sys.argv[2]), memory="--cpu-only" not in sys.argv)))
     else:
         main(sys.argv[1:])

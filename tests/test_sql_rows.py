@@ -5,10 +5,9 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from btu_twisted.config import parse
-from btu_twisted.sql_source import SQLSource
 from tests.support import frappe_schema as fs
 from tests.support.servers import use_shared_servers
+from tests.support.sources import shared_sql_source
 
 
 class RowIdentityTests(unittest.TestCase):
@@ -18,10 +17,7 @@ class RowIdentityTests(unittest.TestCase):
 
     def setUp(self):
         use_shared_servers(self)
-        config, _ = parse(f'mysql_user = "root"\nmysql_database = "{self.database}"\n'
-                          f'mysql_unix_socket = "{self.mariadb.socket_path}"\n')
-        self.source = SQLSource(config)
-        self.addCleanup(self.source.close)
+        self.source = shared_sql_source(self)
         fs.insert_task(self.sql, "BTU-00001", "app.run")
         for name in ("TS-000001", "TS-000002"):
             fs.insert_schedule(self.sql, name, "BTU-00001", "0 3 * * *")
