@@ -16,7 +16,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from btu_twisted.cron import CronError
-from btu_twisted.logs import OBSERVER
+from btu_twisted.logs import OBSERVER, debugging
 from btu_twisted.schedules import Schedule, ScheduleError
 from btu_twisted.workqueue import UniqueQueue, resolve
 
@@ -170,6 +170,7 @@ class Planner(service.Service):
             self.log.warn("cannot plan {schedule_id}: {reason}", schedule_id=schedule_id, reason=e)
             return Outcome(schedule_id, reason=str(e), **zone)
         self._stats.problem(schedule_id, None)
-        self.log.debug("planned {schedule_id} at {when} ({time_zone}, from {zone_source})",
-                       schedule_id=schedule_id, when=when, **zone)
+        if debugging():
+            self.log.debug("planned {schedule_id} at {when} ({time_zone}, from {zone_source})",
+                           schedule_id=schedule_id, when=when, **zone)
         return Outcome(schedule_id, next_fire=when, **zone)

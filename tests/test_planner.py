@@ -6,6 +6,7 @@ from twisted.internet import task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from btu_twisted import logs
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import RETRY_DELAY_SECS, Planner, RowCache
 from btu_twisted.refresher import Refresher
@@ -55,6 +56,21 @@ class PlannerTests(unittest.TestCase):
         [[first, second]] = self.source.reads
         self.assertIs(first, held)
         self.assertEqual(second, "TS-2")
+
+    def test_planned_line_only_when_debugging(self):
+        """Each planned row is logged at DEBUG, and not at INFO (the default)."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.addCleanup(logs.set_level, "INFO")
+        planned = lambda: [e for e in events if e.get("log_format", "").startswith("planned ")]
+        self.queue.put_many(["TS-1"])
+        self.run_queue()
+        self.assertEqual(planned(), [])
+        logs.set_level("DEBUG")
+        self.queue.put_many(["TS-2"])
+        self.run_queue()
+        self.assertEqual([e["schedule_id"] for e in planned()], ["TS-2"])
 
     def test_reads_in_batches(self):
         """IDs are read from the source in batches, not one query each."""
