@@ -2,7 +2,8 @@
 
 What a refresh of N schedules costs on the reactor thread without the SQL and Redis round trips:
 the rows are built by the MariaDB source's own row reader (`sql_source._read_rows` over a cursor
-double that returns fresh strings for every read, as pymysql does) and planned by the real Planner through the real unique
+double that returns fresh strings for every read, as pymysql does; 60 distinct daily crons, the
+bench task's arguments and overrides) and planned by the real Planner through the real unique
 queue, driven by a task.Clock; the store only accepts. Two refreshes run: the start-up one (empty
 row cache) and a second one (every row cached, as after `reload`). Figures:
 - `parse_arguments` per call and `Schedule.check()` per row (timeit, best of 5);
@@ -14,7 +15,9 @@ The "before" column runs the same code of an earlier commit (default 99dd0e0, be
 changes): `git archive` of its `btu_twisted/` into a temporary directory put first on the path of a
 child process, so both columns come from one run on one machine.
 
-Run from the repository root: `.venv/bin/python bench/bench_planning.py [count] [--before REV]`.
+Run from the repository root: `.venv/bin/python bench/bench_planning.py [count] [--before REV]`;
+`bench/bench_planning.py --child N --cpu-only` is one tree's refreshes alone, for a profiler
+(`py-spy record --format raw -- .venv/bin/python bench/bench_planning.py --child 100000 --cpu-only`).
 """
 
 from __future__ import annotations
