@@ -8,6 +8,7 @@ directories (tests/support/servers.py); the system Redis and MariaDB are never t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -183,6 +184,17 @@ def schedule_ids(count: int, prefix: str = "TS") -> list[str]:
     return [f"{prefix}-{i:07d}" for i in range(1, count + 1)]
 
 
+@contextlib.contextmanager
+def archived_tree(revision: str):
+    """A temporary directory holding `btu_twisted/` as of `revision`, to run before/after comparisons
+    side by side in one run (put it first on a child's PYTHONPATH)."""
+    with tempfile.TemporaryDirectory(prefix="btu_bench_tree_") as tree:
+        archive = subprocess.run(["git", "-C", REPO_ROOT, "archive", revision, "btu_twisted"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        yield tree
+
+
 # --- the daemon --------------------------------------------------------------------------------
 
 def daemon_config(servers: Servers, socket_path: str, db: int = 0, **overrides) -> dict:
@@ -216,7 +228,8 @@ def _toml_value(value) -> str:
 class Daemon:
     """`twistd -n --pidfile= btu --config <toml>` as a subprocess; log in <dir>/twistd.log."""
 
-    def __init__(self, servers: Servers, name: str = "ours", db: int = 0, **overrides):
+    def __init__(self, servers: Servers, name: str = "ours", db: int = 0, code: str | None = None, **overrides):
+        self.code = code  # a directory holding another btu_twisted/ to run (archived_tree), or the repository's
         self.dir = tempfile.mkdtemp(prefix=f"btu_bench_{name}_", dir="/tmp")
         self.socket_path = os.path.join(self.dir, "btu.sock")
         self.config_path = os.path.join(self.dir, "btu.toml")
@@ -238,7 +251,7 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> "Daemon":
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p), PYTHONUNBUFFERED="1")
+            p for p in (self.code, REPO_ROOT, os.environ.get("PYTHONPATH")) if p), PYTHONUNBUFFERED="1")
         env.pop("BTU_SCHEDULER_CONFIG", None)
         self.started_at = time.time()
         with open(os.path.join(self.dir, "twistd.out"), "wb") as out:

@@ -17,7 +17,7 @@ echo "btu_twisted benchmarks (DESIGN §9) at $(date -u +%Y-%m-%dT%H:%M:%SZ) on $
      "$(free -g | awk '/^Mem:/ {print $2}') GiB; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 
 for script in bench_next_fire.py bench_lateness.py bench_burst.py bench_socket.py bench_rpc.py \
-              bench_refresh.py bench_idle.py; do
+              bench_refresh.py bench_idle.py bench_planning.py bench_imports.py; do
     if [ ! -f "bench/$script" ]; then
         echo; echo "=== $script: missing, skipped ==="
         continue

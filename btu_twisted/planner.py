@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from btu_twisted.cron import CronError
-from btu_twisted.logs import OBSERVER
+from btu_twisted.logs import OBSERVER, debugging
 from btu_twisted.schedules import Schedule, ScheduleError
 from btu_twisted.workqueue import UniqueQueue, resolve
 
@@ -156,7 +156,7 @@ class Planner(service.Service):
     @defer.inlineCallbacks
     def plan(self, ids: list[str]):
         """Plan or cancel each ID from its current row; fires with {id: Outcome}."""
-        rows = yield self._source.read(ids)
+        rows = yield self._source.read([self._held(schedule_id) for schedule_id in ids])
         now = self._clock.seconds()
         entries, cancels, outcomes = [], [], {}
         for schedule_id in ids:
@@ -172,6 +172,12 @@ class Planner(service.Service):
         if entries:
             self._on_planned(min(when for _, when in entries))
         return outcomes
+
+    def _held(self, schedule_id: str) -> str:
+        """The equal ID string the row cache holds already, if any: rows built on it (the SQL source
+        does) leave one copy of each ID in the cache, not one from every query that read it."""
+        row = self._rows.get(schedule_id)
+        return row.schedule_id if row is not None else schedule_id
 
     def _plan_one(self, schedule_id: str, row: Schedule | None, now: float) -> Outcome:
         if row is None:
@@ -194,6 +200,7 @@ class Planner(service.Service):
             return Outcome(schedule_id, reason=str(e), **zone)
         self._rows[schedule_id] = row
         self._stats.problem(schedule_id, None)
-        self.log.debug("planned {schedule_id} at {when} ({time_zone}, from {zone_source})",
-                       schedule_id=schedule_id, when=when, **zone)
+        if debugging():
+            self.log.debug("planned {schedule_id} at {when} ({time_zone}, from {zone_source})",
+                           schedule_id=schedule_id, when=when, **zone)
         return Outcome(schedule_id, next_fire=when, **zone)

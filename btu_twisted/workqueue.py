@@ -55,6 +55,8 @@ class UniqueQueue:
         batch = []
         while self._items and len(batch) < size:
             batch.append(self._items.popitem(last=False))
+        if not self._items:
+            self._items = OrderedDict()  # popping never shrinks a dict's table: a drained queue gives it back
         return batch
 
 

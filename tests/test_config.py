@@ -401,6 +401,14 @@ class LogLevelTests(unittest.SynchronousTestCase):
         self.log.warn("loud")
         self.assertEqual(self.texts(), ["loud"])
 
+    def test_debugging_follows_the_level(self):
+        """debugging() says whether debug events pass at the current level."""
+        self.assertFalse(logs.debugging())
+        logs.set_level("DEBUG")
+        self.assertTrue(logs.debugging())
+        logs.set_level("ERROR")
+        self.assertFalse(logs.debugging())
+
     def test_debug_passes_debug(self):
         """At TRACE (the Rust name), debug events pass."""
         logs.set_level("trace")

@@ -11,11 +11,10 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from btu_twisted.builders import job_id
-from btu_twisted.config import parse
-from btu_twisted.sql_source import SQLSource
 from tests.support import frappe_schema as fs
 from tests.support.daemon import members_of, start_daemon, wait_for
 from tests.support.servers import use_shared_servers
+from tests.support.sources import shared_sql_source
 
 EVERY_2_SECS = "*/2 * * * * * *"  # sec min hour dom mon dow year
 
@@ -27,10 +26,7 @@ class InProgressQueryTests(unittest.TestCase):
 
     def setUp(self):
         use_shared_servers(self)
-        config, _ = parse(f'mysql_user = "root"\nmysql_database = "{self.database}"\n'
-                          f'mysql_unix_socket = "{self.mariadb.socket_path}"\njob_builder = "python"\n')
-        self.source = SQLSource(config)
-        self.addCleanup(self.source.close)
+        self.source = shared_sql_source(self, 'job_builder = "python"\n')
 
     @defer.inlineCallbacks
     def test_only_in_progress_tasks(self):

@@ -6,6 +6,7 @@ from twisted.internet import task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from btu_twisted import logs
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import RETRY_MIN_SECS, Planner, RowCache
 from btu_twisted.refresher import Refresher
@@ -44,6 +45,32 @@ class PlannerTests(unittest.TestCase):
         self.run_queue()
         self.assertEqual(self.store.zset, {f"TS-1|{T0 + 300}": T0 + 300, f"TS-2|{T0 + 15 * 3600}": T0 + 15 * 3600})
         self.assertEqual(self.poked, [T0 + 300])
+
+    def test_reads_rows_on_the_id_strings_it_holds(self):
+        """An ID the row cache holds is read from the source with the cache's own string, not the
+        queue's equal copy, so a source that builds rows on it leaves one copy of each ID."""
+        held, queued = "".join(["TS-", "1"]), "".join(["TS-", "1"])  # equal strings, not the same objects
+        self.rows[held] = schedule(held, cron="*/5 * * * *")
+        self.queue.put_many([queued, "TS-2"])
+        self.run_queue()
+        [[first, second]] = self.source.reads
+        self.assertIs(first, held)
+        self.assertEqual(second, "TS-2")
+
+    def test_planned_line_only_when_debugging(self):
+        """Each planned row is logged at DEBUG, and not at INFO (the default)."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.addCleanup(logs.set_level, "INFO")
+        planned = lambda: [e for e in events if e.get("log_format", "").startswith("planned ")]
+        self.queue.put_many(["TS-1"])
+        self.run_queue()
+        self.assertEqual(planned(), [])
+        logs.set_level("DEBUG")
+        self.queue.put_many(["TS-2"])
+        self.run_queue()
+        self.assertEqual([e["schedule_id"] for e in planned()], ["TS-2"])
 
     def test_reads_in_batches(self):
         """IDs are read from the source in batches, not one query each."""

@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 from twisted.trial import unittest
 
 from btu_twisted.cron import CronError
-from btu_twisted.schedules import (MAX_ARGUMENTS_CHARS, MAX_ARGUMENTS_DEPTH, Schedule, ScheduleError,
-                                   parse_arguments)
+from btu_twisted import schedules
+from btu_twisted.schedules import (ARGUMENTS_CACHE_ENTRIES, ARGUMENTS_CACHE_MAX_CHARS, MAX_ARGUMENTS_CHARS,
+                                   MAX_ARGUMENTS_DEPTH, Schedule, ScheduleError, parse_arguments)
 
 
 def unix(text: str) -> int:
@@ -95,6 +96,55 @@ class ParseArgumentsTests(unittest.SynchronousTestCase):
     def test_non_string_keys(self):
         """Keys become keyword arguments, so they must be strings."""
         self.assertRejected("{1: 'a'}", "string")
+
+
+class ArgumentsCacheTests(unittest.SynchronousTestCase):
+    """Parsed argument texts are cached by text, bounded, and never shared with a caller."""
+
+    def setUp(self):
+        schedules._frozen_cached.cache_clear()
+        self.addCleanup(schedules._frozen_cached.cache_clear)
+
+    def test_repeated_text_parsed_once(self):
+        """The second parse of the same text is answered from the cache."""
+        parse_arguments("{'a': 1}", "arguments")
+        parse_arguments("{'a': 1}", "argument_overrides")
+        info = schedules._frozen_cached.cache_info()
+        self.assertEqual((info.misses, info.hits), (1, 1))
+
+    def test_fresh_nested_objects(self):
+        """Changing a parsed value at any depth leaves the next parse of that text untouched."""
+        text = "{'a': {'b': [1, {'c': [2]}]}, 's': {3}}"
+        first = parse_arguments(text, "arguments")
+        first["a"]["b"][1]["c"].append(99)
+        first["s"].add(4)
+        first["new"] = 1
+        self.assertEqual(parse_arguments(text, "arguments"), {"a": {"b": [1, {"c": [2]}]}, "s": {3}})
+
+    def test_same_values_as_uncached(self):
+        """Every literal type round-trips through the cache unchanged, types included."""
+        text = "{'s': 'x', 'b': b'y', 'i': 1000000000000000000000000000000, 'f': -0.5, 'c': 1j, 'n': None, 't': (1, [2]), 'e': ..., 'fs': set()}"
+        value = parse_arguments(text, "arguments")
+        self.assertEqual(value, {"s": "x", "b": b"y", "i": 10**30, "f": -0.5, "c": 1j, "n": None,
+                                 "t": (1, [2]), "e": ..., "fs": set()})
+        self.assertEqual([type(v) for v in value.values()],
+                         [str, bytes, int, float, complex, type(None), tuple, type(...), set])
+
+    def test_errors_name_the_column_each_time(self):
+        """A bad text is rejected every time, naming the column it came from on that call."""
+        for column in ("arguments", "argument_overrides", "arguments"):
+            error = self.assertRaises(ScheduleError, parse_arguments, "[1]", column)
+            self.assertEqual(str(error), f"{column}: expected a dict, got list")
+
+    def test_bounded(self):
+        """The cache holds at most ARGUMENTS_CACHE_ENTRIES texts, each no longer than the limit."""
+        for i in range(ARGUMENTS_CACHE_ENTRIES + 10):
+            parse_arguments(f"{{'i': {i}}}", "arguments")
+        self.assertEqual(schedules._frozen_cached.cache_info().currsize, ARGUMENTS_CACHE_ENTRIES)
+        long_text = "{'a': '" + "x" * ARGUMENTS_CACHE_MAX_CHARS + "'}"
+        schedules._frozen_cached.cache_clear()
+        self.assertEqual(parse_arguments(long_text, "arguments"), {"a": "x" * ARGUMENTS_CACHE_MAX_CHARS})
+        self.assertEqual(schedules._frozen_cached.cache_info().currsize, 0)
 
 
 class KwargsTests(unittest.SynchronousTestCase):

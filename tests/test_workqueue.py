@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections import OrderedDict
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -32,6 +35,13 @@ class UniqueQueueTests(unittest.SynchronousTestCase):
         self.queue.put("TS-1")
         self.assertEqual(len(self.queue), 2)
         self.assertEqual(taken(self.successResultOf(self.queue.get_batch(10))), ["TS-1", "TS-2"])
+
+    def test_drained_queue_gives_memory_back(self):
+        """Once a large backlog is drained, the queue's table is as small as a new queue's."""
+        self.queue.put_many(f"TS-{i}" for i in range(10_000))
+        while len(self.queue):
+            self.successResultOf(self.queue.get_batch(500))
+        self.assertEqual(sys.getsizeof(self.queue._items), sys.getsizeof(OrderedDict()))
 
     def test_both_callers_told(self):
         """Both callers that queued the same ID get its outcome through resolve()."""
