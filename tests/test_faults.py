@@ -267,15 +267,15 @@ class DatabaseOutageTests(InProcessFaultTestCase):
         self.assertTrue(any("MariaDB unreachable" in line and "dispatching from the last rows read"
                             in line for line in self.logs), self.logs)
 
+        before = status["last_refresh"]["at"]  # the daemon's clock (Redis time), not ours
         yield threads.deferToThread(self.mariadb.start)
-        restarted_at = time.time()
         reply = yield daemon.query(RELOAD)
         self.assertEqual(reply, "Full refresh started.")
 
         @defer.inlineCallbacks
         def refreshed_since_restart():
             status = yield daemon.status()
-            return (status["sql"]["up"] is True and status["last_refresh"]["at"] >= restarted_at
+            return (status["sql"]["up"] is True and status["last_refresh"]["at"] > before
                     and status)
 
         status = yield wait_for(refreshed_since_restart, RECOVERY_SECS,
