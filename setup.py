@@ -26,7 +26,7 @@ setup(
         "click>=8.0",
         "prometheus_client>=0.17",
     ],
-    extras_require={"test": ["hypothesis>=6.80", "croniter>=2.0,<8"]},
+    extras_require={"test": ["hypothesis>=6.80", "croniter>=2.0,<8", "selenium>=4.11"]},
     entry_points={"console_scripts": ["btu = btu_twisted.cli:main", "btu-ctl = btu_twisted.cli:main"]},
     zip_safe=False,
 )
