@@ -11,10 +11,12 @@ setup(
     python_requires=">=3.11",
     # Namespace discovery so the data directories (btu_twisted.data, btu_twisted.web.static) are
     # packages too: setuptools warns about importable directories left out of `packages`.
+    # The root as the explicit package directory: the editable install (Makefile) is then a plain
+    # .pth entry for the root, which Twisted's plugin scan needs to find twisted/plugins/btu_plugin.py.
+    package_dir={"": "."},
     packages=find_namespace_packages(include=["btu_twisted", "btu_twisted.*"],
                                      exclude=["*.__pycache__"]) + ["twisted.plugins"],
-    package_data={"btu_twisted.data": ["*.toml"], "btu_twisted.web.static": ["*"],
-                  "twisted": ["plugins/btu_plugin.py"]},
+    package_data={"btu_twisted.data": ["*.toml"], "btu_twisted.web.static": ["*"]},
     include_package_data=True,
     install_requires=[
         "twisted>=23.8",
