@@ -1,12 +1,14 @@
 """Packaging for btu_twisted: the Twisted scheduler daemon for BTU (Frappe) and Python RQ."""
 
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
 
 setup(
     name="btu_twisted",
     version="0.1.0",
     description="Twisted daemon that turns BTU Task Schedules into Python RQ jobs, on time, exactly once",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     # Namespace discovery so the data directories (btu_twisted.data, btu_twisted.web.static) are
