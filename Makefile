@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 $(BIN)/twistd: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
 install: $(BIN)/twistd
