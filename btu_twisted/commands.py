@@ -8,7 +8,6 @@ app shows to its users; the other requests are btu_twisted additions that answer
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import datetime, timezone
 
 from twisted.internet import defer
@@ -18,6 +17,7 @@ from btu_twisted import __version__, cron
 from btu_twisted.channels.text_protocol import RequestError
 from btu_twisted.logs import OBSERVER
 from btu_twisted.store import split_member
+from btu_twisted.planner import RowCache
 
 REPLY_WAIT_SECS = 0.3      # the BTU app reads its reply 0.5 s after sending
 MAX_SCHEDULE_ID_CHARS = 140  # Frappe's `name` column is varchar(140)
@@ -61,7 +61,7 @@ class Commands:
     def __init__(self, clock, queue, store, refresher, stats, config, control=None, rows=None,
                  source: str | None = None):
         self._clock = clock
-        self._rows = rows if rows is not None else {}  # the planner's RowCache: each schedule's zone
+        self._rows = rows if rows is not None else RowCache()  # the planner's: each schedule's zone
         self._queue = queue
         self._store = store
         self._refresher = refresher
@@ -128,7 +128,7 @@ class Commands:
             "source": self._source,
             "planned_schedules": None,
             "next_due": None,
-            "zones": _zone_counts(self._rows),
+            "zones": self._rows.zone_counts(),
             "settings_from": dict(sorted(self._config.origins.items())),  # where, never the values
         }
         try:
@@ -181,10 +181,3 @@ def _fire_entry(member: str, score: float, rows) -> dict:
     if row is not None:  # a member planned by another daemon may not be in this one's cache
         entry.update(time_zone=row.time_zone, zone_source=row.zone_source)
     return entry
-
-
-def _zone_counts(rows) -> list[dict]:
-    """How many known schedules use each (zone, source): the zones this daemon plans in."""
-    counts = Counter((row.time_zone, row.zone_source) for row in rows.values())
-    return [{"time_zone": zone, "zone_source": source, "schedules": count}
-            for (zone, source), count in sorted(counts.items())]

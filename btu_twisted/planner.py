@@ -7,6 +7,7 @@ It runs as one Cooperator task, so a 100 000-ID refresh never starves the listen
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -46,6 +47,12 @@ class Outcome:
 
 class RowCache(dict):
     """The last row read for each schedule: dispatch falls back on it when SQL is unreachable."""
+
+    def zone_counts(self) -> list[dict]:
+        """How many known schedules use each (zone, source): the zones this daemon plans in."""
+        counts = Counter((row.time_zone, row.zone_source) for row in self.values())
+        return [{"time_zone": zone, "zone_source": source, "schedules": count}
+                for (zone, source), count in sorted(counts.items())]
 
 
 class Planner(service.Service):

@@ -27,8 +27,9 @@ class Refresher(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, source, store, queue, planner, stats, interval_secs: float,
-                 check_interval_secs: float):
+                 check_interval_secs: float, rows=None):
         self._clock = clock
+        self._rows = rows  # the planner's RowCache: the first refresh says which zones are in use
         self._source = source
         self._store = store
         self._queue = queue
@@ -101,6 +102,7 @@ class Refresher(service.Service):
             self.log.warn("full refresh could not update Redis ({error}); retrying", error=e)
             return False
         took = self._clock.seconds() - started
+        first = self._stats.last_refresh is None
         unplannable = sum(1 for schedule_id in ids if schedule_id in self._stats.problems)
         self._stats.last_refresh = {"at": started, "schedules": len(ids), "planned": len(ids) - unplannable,
                                     "unplannable": unplannable, "seconds": round(took, 3)}
@@ -108,6 +110,11 @@ class Refresher(service.Service):
         self.log.info("full refresh: {count} enabled schedules, {planned} planned, {unplannable} "
                       "unplannable (`btu status` says why) in {took:.3f} s", count=len(ids),
                       planned=len(ids) - unplannable, unplannable=unplannable, took=took)
+        if first and self._rows is not None:
+            self.log.info("zones in use: {zones}", zones="; ".join(
+                f"{z['time_zone']} from {z['zone_source']} ({z['schedules']} schedule"
+                f"{'' if z['schedules'] == 1 else 's'})"
+                for z in self._rows.zone_counts()) or "none (no schedule read)")
         return True
 
     @defer.inlineCallbacks

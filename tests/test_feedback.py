@@ -78,8 +78,9 @@ class RefreshLineTests(unittest.TestCase):
         source = FakeSource(schedule("TS-1", cron="*/5 * * * *"), schedule("TS-2", cron="61 * * * *"))
         stats = Stats(started_at=clock.seconds())
         queue, store = UniqueQueue(), FakeStore()
-        planner = Planner(clock, queue, source, store, RowCache(), stats)
-        refresher = Refresher(clock, source, store, queue, planner, stats, 900, 60)
+        rows = RowCache()
+        planner = Planner(clock, queue, source, store, rows, stats)
+        refresher = Refresher(clock, source, store, queue, planner, stats, 900, 60, rows=rows)
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -92,6 +93,8 @@ class RefreshLineTests(unittest.TestCase):
         self.assertEqual((stats.last_refresh["planned"], stats.last_refresh["unplannable"]), (1, 1))
         line = next(e for e in events if e.get("log_format", "").startswith("full refresh:"))
         self.assertEqual((line["count"], line["planned"], line["unplannable"]), (2, 1, 1))
+        zones = [e for e in events if e.get("log_format", "").startswith("zones in use:")]
+        self.assertEqual([e["zones"] for e in zones], ["UTC from time_zone_string (1 schedule)"])
 
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
