@@ -68,6 +68,10 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
     print(f"  schedules          {schedules}, daemons {daemons}, chaos {seconds:.0f} s "
           f"(run {run.seconds:.0f} s)")
     print(f"  kills              {report.kills}")
+    held = [o.held_secs for o in run.outages if o.held_secs > 0]
+    if daemons > 1:
+        print(f"  kills held         {len(held)} waited for the peer to finish starting up"
+              + (f" (max {max(held):.2f} s)" if held else ""))
     if restarts:
         print(f"  kill -> ping       median {statistics.median(restarts):.2f} s, "
               f"max {max(restarts):.2f} s")

@@ -13,6 +13,7 @@ Used by tests/test_exactly_once.py (about a minute) and bench/chaos_long.py (sev
 from __future__ import annotations
 
 import calendar
+import json
 import math
 import os
 import pickle
@@ -42,6 +43,7 @@ CRONS = ("* * * * * * *", "*/2 * * * * * *", "1/2 * * * * * *",
          "*/3 * * * * * *", "1/3 * * * * * *", "2/3 * * * * * *")
 GRACE_SECS = 3600          # misfire_grace_secs: every restart here is well within it
 PING = {"request_type": "ping", "request_content": None}
+STATUS = {"request_type": "status", "request_content": None}
 PING_TIMEOUT_SECS = 0.5
 UP_POLL_SECS = 0.01
 START_TIMEOUT_SECS = 30
@@ -134,6 +136,7 @@ class ChaosDaemon:
         self.log_path = os.path.join(directory, f"{name}.log")
         self.process: subprocess.Popen | None = None
         self.starts = 0
+        self.ready = False  # this run has finished its first full refresh (see wait_ready)
         self.clock_file = None if clock_offset is None else os.path.join(directory, f"{name}.faketime")
         self.clock_offset = clock_offset
         if self.clock_file:
@@ -155,6 +158,7 @@ class ChaosDaemon:
                 cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
+        self.ready = False
 
     def answers_ping(self) -> bool:
         try:
@@ -175,6 +179,30 @@ class ChaosDaemon:
                 raise AssertionError(f"{self.name} did not answer ping within {timeout} s:\n"
                                      f"{self.log_tail()}")
             time.sleep(UP_POLL_SECS)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_SECS) -> float:
+        """Block until this run dispatches: its `status` shows a finished full refresh. Answering
+        ping comes seconds earlier on a loaded machine (under libfaketime up to 4 s): until its
+        first refresh has read the rows, the dispatcher's re-read waits behind it on SQL, so fires
+        falling due then are caught up late and coalesced. Returns the seconds waited."""
+        if self.ready:
+            return 0.0
+        began = time.monotonic()
+        while not self.ready:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode} during "
+                                     f"start-up:\n{self.log_tail()}")
+            try:
+                self.ready = json.loads(control_request(self.socket_path, STATUS,
+                                                        timeout=PING_TIMEOUT_SECS))["last_refresh"] is not None
+            except (OSError, ValueError):
+                pass
+            if not self.ready:
+                if time.monotonic() - began > timeout:
+                    raise AssertionError(f"{self.name} finished no full refresh within {timeout} s:"
+                                         f"\n{self.log_tail()}")
+                time.sleep(UP_POLL_SECS)
+        return time.monotonic() - began
 
     def kill(self) -> float:
         """SIGKILL the process group now; returns the wall-clock time of the kill."""
@@ -226,6 +254,7 @@ class Outage:
     daemon: str
     killed_at: float
     up_at: float
+    held_secs: float = 0.0  # the kill waited this long for the peers to finish starting up
 
 
 def start_all(daemons: list[ChaosDaemon]) -> None:
@@ -263,7 +292,9 @@ def kill_loop(daemons: list[ChaosDaemon], until: float, rng: random.Random,
               min_kills: int = 0, log=lambda text: None) -> list[Outage]:
     """Until wall-clock `until`, SIGKILL one daemon at a time at random moments and start it again.
 
-    Between kills every daemon is up (answering ping), so with two daemons one is always alive.
+    Between kills every daemon is up (answering ping), and a daemon is killed only once every
+    other one dispatches (`ChaosDaemon.wait_ready`), so with two daemons one always dispatches;
+    the restarted daemon itself may be killed again during its start-up.
     After each restart the next kill comes `gap_secs` (uniform) later; a killed daemon stays down
     for `down_secs` (uniform) before it is started again. With `min_kills`, the gaps shrink when
     the run falls behind that many kills.
@@ -281,6 +312,7 @@ def kill_loop(daemons: list[ChaosDaemon], until: float, rng: random.Random,
             return outages
         time.sleep(max(0.0, moment - time.time()))
         victim = rng.choice(daemons)
+        held = sum(peer.wait_ready() for peer in daemons if peer is not victim)
         killed_at = victim.kill()
         pause = rng.uniform(*down_secs)
         if pause:
@@ -288,9 +320,9 @@ def kill_loop(daemons: list[ChaosDaemon], until: float, rng: random.Random,
         victim.spawn()
         up_at = victim.wait_up()
         restart_estimate = up_at - killed_at - pause
-        outages.append(Outage(victim.name, killed_at, up_at))
-        log(f"kill #{len(outages)}: {victim.name} at {killed_at:.3f}, up again after "
-            f"{up_at - killed_at:.2f} s")
+        outages.append(Outage(victim.name, killed_at, up_at, held))
+        log(f"kill #{len(outages)}: {victim.name} at {killed_at:.3f} (held {held:.2f} s for its "
+            f"peers' start-up), up again after {up_at - killed_at:.2f} s")
 
 
 # --- the checker -----------------------------------------------------------------------------
