@@ -131,6 +131,46 @@ class ClockWatchTests(unittest.TestCase):
         self.assertEqual(self.stats.clock["host_offset_secs"], 1.5)
 
 
+class SlowTimeReplyTests(unittest.TestCase):
+    """A TIME reply that waited in a busy process is not learned from: its instants would lag."""
+
+    def setUp(self):
+        self.reactor = task.Clock()
+        self.reactor.advance(100)
+        self.clock = RedisClock(self.reactor, wall=lambda: self.reactor.seconds() + 1e9)
+        self.store = FakeTimeStore(lambda: self.reactor.seconds() + 1e9)
+        self.watch = ClockWatch(self.reactor, self.clock, self.store, Stats(started_at=0),
+                                max_skew_secs=2)
+
+    def reply_after(self, delay: float) -> None:
+        """The next TIME is executed at once and its reply handled `delay` seconds later."""
+        answer = FakeTimeStore.server_time(self.store)
+        self.store.server_time = lambda: task.deferLater(self.reactor, delay, lambda: answer.result)
+
+    def test_a_reply_delayed_1_5_s_leaves_instants_on_redis_time(self):
+        """Synced, then a TIME whose reply is handled 1.5 s late: instants stay Redis time."""
+        self.watch.sync()
+        self.reply_after(1.5)
+        self.watch.sync()
+        self.reactor.advance(1.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9)
+
+    def test_a_first_slow_reply_and_a_second_slow_one_in_a_row_are_learned(self):
+        """The first reply is all there is; a link that stays slow is still followed."""
+        self.reply_after(1.5)
+        self.watch.sync()
+        self.reactor.advance(1.5)
+        self.assertTrue(self.clock.synced)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9 - 1.5)
+        self.store.server_time = lambda: FakeTimeStore.server_time(self.store)
+        self.watch.sync()  # fast: the best round trip seen is 0
+        for _ in range(2):
+            self.reply_after(0.5)
+            self.watch.sync()
+            self.reactor.advance(0.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9 - 0.5)
+
+
 class DistrustedWatermarkTests(unittest.TestCase):
     """A watermark ahead of Redis time beyond the bound is reported and not trusted (real Redis)."""
 
