@@ -29,6 +29,7 @@ WATCH_INTERVAL_SECS = 1.0  # between comparisons of the host clock with Redis ti
 # 1.5 s in a busy process made every fire of the next SYNC_INTERVAL_SECS go out 1.5 s late.
 MAX_SYNC_ROUND_TRIP_SECS = 0.05
 SLOW_SYNC_FACTOR = 4.0
+RESYNC_SOON_SECS = 0.2  # after a slow TIME reply, the next sync comes this soon, not a whole interval later
 
 
 class RedisClock:
@@ -84,6 +85,7 @@ class ClockWatch(service.Service):
         self._on_resync = on_resync
         self._fastest_round_trip: float | None = None
         self._skipped_last = False  # the last TIME reply was too slow to learn from
+        self._resync = None  # the early sync that follows a slow reply
         self.first_sync = defer.Deferred()  # fires once the first TIME has answered (or failed)
         self._report(clock.host_offset())
 
@@ -101,6 +103,8 @@ class ClockWatch(service.Service):
             if loop.running:
                 loop.stop()
         self._loops = []
+        if self._resync is not None and self._resync.active():
+            self._resync.cancel()
 
     @defer.inlineCallbacks
     def sync(self):
@@ -112,11 +116,18 @@ class ClockWatch(service.Service):
             pass  # the dispatcher logs Redis outages; instants keep the offset last learned
         else:
             received_at = self._reactor.seconds()
-            if self._too_slow(received_at - sent_at):
+            round_trip = received_at - sent_at
+            if self._too_slow(round_trip):
                 self.log.debug("TIME answered in {took:.3f} s: keeping the offset last learned",
-                               took=received_at - sent_at)
+                               took=round_trip)
             else:
                 self._learn(int(seconds) + int(micros) / 1e6, received_at)
+            if round_trip > MAX_SYNC_ROUND_TRIP_SECS and self.running and not (
+                    self._resync is not None and self._resync.active()):
+                # A lag learned from a slow first reply, corrected only a whole interval later,
+                # would jump instants forward past a pending fire, which the misfire policy
+                # then coalesces into the next one.
+                self._resync = self._reactor.callLater(RESYNC_SOON_SECS, self.sync)
         if not self.first_sync.called:
             self.first_sync.callback(None)
 

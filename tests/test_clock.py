@@ -155,6 +155,18 @@ class SlowTimeReplyTests(unittest.TestCase):
         self.reactor.advance(1.5)
         self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9)
 
+    def test_a_slow_first_reply_is_corrected_at_once(self):
+        """A first reply handled 1.5 s late is learned (nothing better yet), and a sync follows
+        at once: instants are Redis time long before the next interval."""
+        self.reply_after(1.5)
+        self.watch.startService()
+        self.addCleanup(self.watch.stopService)
+        self.store.server_time = lambda: FakeTimeStore.server_time(self.store)
+        self.reactor.advance(1.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9 - 1.5)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9)
+
     def test_a_first_slow_reply_and_a_second_slow_one_in_a_row_are_learned(self):
         """The first reply is all there is; a link that stays slow is still followed."""
         self.reply_after(1.5)
