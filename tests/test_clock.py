@@ -18,6 +18,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
+from btu_twisted import history
 from btu_twisted.clock import ClockWatch, RedisClock
 from btu_twisted.enqueuer import ENQUEUED, Enqueuer, Fire
 from btu_twisted.builders.python import PythonBuilder
@@ -208,6 +209,18 @@ class DistrustedWatermarkTests(unittest.TestCase):
         self.assertEqual(self.enqueuer.dispatch([self.fire()], not_before=self.now), [ENQUEUED])
         self.assertEqual(self.reports, [("TS-1", int(self.now) + 3600, self.now)])
         self.assertEqual(int(self.redis.get(LAST_FIRE_PREFIX + "TS-1")), int(self.now))
+
+    def test_catch_up_that_coalesces_says_so_in_the_history(self):
+        """A fire that coalesced the planned one before it names it in its history entry."""
+        when = int(self.now)
+        fire = Fire("TS-1", when, PythonBuilder().build(self.row, when), when + 60, planned=when - 60)
+        self.redis.zadd(SCHEDULE_KEY, {fire.member: when - 60})
+        self.assertEqual(self.enqueuer.dispatch([fire], not_before=self.now), [ENQUEUED])
+        self.assertEqual(history.read(self.redis, "TS-1")[0]["coalesced_from"], when - 60)
+        on_time = Fire("TS-1", when + 60, PythonBuilder().build(self.row, when + 60), None)
+        self.now += 60
+        self.assertEqual(self.enqueuer.dispatch([on_time], not_before=self.now), [ENQUEUED])
+        self.assertNotIn("coalesced_from", history.read(self.redis, "TS-1")[0])
 
     def test_watermark_within_the_bound_is_trusted(self):
         """A watermark 1 s ahead (within max_clock_skew_secs) still refuses the fire."""
