@@ -24,6 +24,12 @@ from btu_twisted.logs import OBSERVER
 
 SYNC_INTERVAL_SECS = 10.0  # between Redis TIME reads; the monotonic clock drifts microseconds per hour
 WATCH_INTERVAL_SECS = 1.0  # between comparisons of the host clock with Redis time (no I/O)
+# A TIME reply slower than this (and than SLOW_SYNC_FACTOR times the fastest one seen) is not
+# learned from once synced: an estimate lags Redis by up to its round trip, and a reply that waited
+# 1.5 s in a busy process made every fire of the next SYNC_INTERVAL_SECS go out 1.5 s late.
+MAX_SYNC_ROUND_TRIP_SECS = 0.05
+SLOW_SYNC_FACTOR = 4.0
+RESYNC_SOON_SECS = 0.2  # after a slow TIME reply, the next sync comes this soon, not a whole interval later
 
 
 class RedisClock:
@@ -77,6 +83,9 @@ class ClockWatch(service.Service):
         self._loops: list[task.LoopingCall] = []
         self._skewed_since: float | None = None
         self._on_resync = on_resync
+        self._fastest_round_trip: float | None = None
+        self._skipped_last = False  # the last TIME reply was too slow to learn from
+        self._resync = None  # the early sync that follows a slow reply
         self.first_sync = defer.Deferred()  # fires once the first TIME has answered (or failed)
         self._report(clock.host_offset())
 
@@ -94,24 +103,53 @@ class ClockWatch(service.Service):
             if loop.running:
                 loop.stop()
         self._loops = []
+        if self._resync is not None and self._resync.active():
+            self._resync.cancel()
 
     @defer.inlineCallbacks
     def sync(self):
         """Learn Redis time; a Redis that does not answer keeps the last offset (and says so elsewhere)."""
+        sent_at = self._reactor.seconds()
         try:
             seconds, micros = yield self._store.server_time()
         except Exception:
             pass  # the dispatcher logs Redis outages; instants keep the offset last learned
         else:
-            before = self._clock.seconds()
-            self._clock.learn(int(seconds) + int(micros) / 1e6, self._reactor.seconds())
-            if abs(self._clock.seconds() - before) > self._max_skew:
-                self.log.info("instants moved by {shift:+.3f} s to Redis time; re-planning",
-                              shift=self._clock.seconds() - before)
-                self._on_resync()
-            self.watch()
+            received_at = self._reactor.seconds()
+            round_trip = received_at - sent_at
+            if self._too_slow(round_trip):
+                self.log.debug("TIME answered in {took:.3f} s: keeping the offset last learned",
+                               took=round_trip)
+            else:
+                self._learn(int(seconds) + int(micros) / 1e6, received_at)
+            if round_trip > MAX_SYNC_ROUND_TRIP_SECS and self.running and not (
+                    self._resync is not None and self._resync.active()):
+                # A lag learned from a slow first reply, corrected only a whole interval later,
+                # would jump instants forward past a pending fire, which the misfire policy
+                # then coalesces into the next one.
+                self._resync = self._reactor.callLater(RESYNC_SOON_SECS, self.sync)
         if not self.first_sync.called:
             self.first_sync.callback(None)
+
+    def _learn(self, server_time: float, received_at: float) -> None:
+        """Take one TIME reply; instants moved beyond the skew bound mean re-planning."""
+        before = self._clock.seconds()
+        self._clock.learn(server_time, received_at)
+        if abs(self._clock.seconds() - before) > self._max_skew:
+            self.log.info("instants moved by {shift:+.3f} s to Redis time; re-planning",
+                          shift=self._clock.seconds() - before)
+            self._on_resync()
+        self.watch()
+
+    def _too_slow(self, round_trip: float) -> bool:
+        """Whether a TIME reply took too long to learn from: never the first one, nor two in a
+        row (a link that stays slow is still followed, a step of Redis's clock still learned)."""
+        fastest = self._fastest_round_trip
+        self._fastest_round_trip = round_trip if fastest is None else min(fastest, round_trip)
+        slow = self._clock.synced and not self._skipped_last and round_trip > max(
+            MAX_SYNC_ROUND_TRIP_SECS, SLOW_SYNC_FACTOR * self._fastest_round_trip)
+        self._skipped_last = slow
+        return slow
 
     def watch(self) -> None:
         """Compare the host clock with Redis time; log when the skew goes beyond the bound and back."""

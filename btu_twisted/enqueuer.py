@@ -182,7 +182,9 @@ class Enqueuer:
                     # compressed as rq writes it, inside the same transaction.
                     pipe.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
                 pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
-                history.append(pipe, fire.schedule_id, history.entry(fire.when, fire.job, late))
+                coalesced = fire.planned if fire.planned not in (None, fire.when) else None
+                history.append(pipe, fire.schedule_id,
+                               history.entry(fire.when, fire.job, late, coalesced_from=coalesced))
                 outcomes.append(ENQUEUED)
             advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
         pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)

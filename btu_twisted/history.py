@@ -19,11 +19,16 @@ def history_key(schedule_id: str) -> str:
     return HISTORY_PREFIX + schedule_id
 
 
-def entry(when: int, job, late_secs: float, manual: bool = False) -> str:
-    """One history entry (JSON) for `job` (a JobSpec) fired for unix second `when`."""
-    return json.dumps({"at": when, "job_id": job.job_id, "queue": job.queue,
-                       "late_secs": round(late_secs, 4), "builder": job.builder, "manual": manual},
-                      sort_keys=True)
+def entry(when: int, job, late_secs: float, manual: bool = False,
+          coalesced_from: int | None = None) -> str:
+    """One history entry (JSON) for `job` (a JobSpec) fired for unix second `when`; a catch-up
+    that coalesced the fires from `coalesced_from` (the planned one) up to `when` says so, so
+    that every fire the misfire policy merged is accounted for."""
+    record = {"at": when, "job_id": job.job_id, "queue": job.queue,
+              "late_secs": round(late_secs, 4), "builder": job.builder, "manual": manual}
+    if coalesced_from is not None:
+        record["coalesced_from"] = coalesced_from
+    return json.dumps(record, sort_keys=True)
 
 
 def append(pipe, schedule_id: str, record: str) -> None:

@@ -18,6 +18,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
+from btu_twisted import history
 from btu_twisted.clock import ClockWatch, RedisClock
 from btu_twisted.enqueuer import ENQUEUED, Enqueuer, Fire
 from btu_twisted.builders.python import PythonBuilder
@@ -131,6 +132,58 @@ class ClockWatchTests(unittest.TestCase):
         self.assertEqual(self.stats.clock["host_offset_secs"], 1.5)
 
 
+class SlowTimeReplyTests(unittest.TestCase):
+    """A TIME reply that waited in a busy process is not learned from: its instants would lag."""
+
+    def setUp(self):
+        self.reactor = task.Clock()
+        self.reactor.advance(100)
+        self.clock = RedisClock(self.reactor, wall=lambda: self.reactor.seconds() + 1e9)
+        self.store = FakeTimeStore(lambda: self.reactor.seconds() + 1e9)
+        self.watch = ClockWatch(self.reactor, self.clock, self.store, Stats(started_at=0),
+                                max_skew_secs=2)
+
+    def reply_after(self, delay: float) -> None:
+        """The next TIME is executed at once and its reply handled `delay` seconds later."""
+        answer = FakeTimeStore.server_time(self.store)
+        self.store.server_time = lambda: task.deferLater(self.reactor, delay, lambda: answer.result)
+
+    def test_a_reply_delayed_1_5_s_leaves_instants_on_redis_time(self):
+        """Synced, then a TIME whose reply is handled 1.5 s late: instants stay Redis time."""
+        self.watch.sync()
+        self.reply_after(1.5)
+        self.watch.sync()
+        self.reactor.advance(1.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9)
+
+    def test_a_slow_first_reply_is_corrected_at_once(self):
+        """A first reply handled 1.5 s late is learned (nothing better yet), and a sync follows
+        at once: instants are Redis time long before the next interval."""
+        self.reply_after(1.5)
+        self.watch.startService()
+        self.addCleanup(self.watch.stopService)
+        self.store.server_time = lambda: FakeTimeStore.server_time(self.store)
+        self.reactor.advance(1.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9 - 1.5)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9)
+
+    def test_a_first_slow_reply_and_a_second_slow_one_in_a_row_are_learned(self):
+        """The first reply is all there is; a link that stays slow is still followed."""
+        self.reply_after(1.5)
+        self.watch.sync()
+        self.reactor.advance(1.5)
+        self.assertTrue(self.clock.synced)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9 - 1.5)
+        self.store.server_time = lambda: FakeTimeStore.server_time(self.store)
+        self.watch.sync()  # fast: the best round trip seen is 0
+        for _ in range(2):
+            self.reply_after(0.5)
+            self.watch.sync()
+            self.reactor.advance(0.5)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9 - 0.5)
+
+
 class DistrustedWatermarkTests(unittest.TestCase):
     """A watermark ahead of Redis time beyond the bound is reported and not trusted (real Redis)."""
 
@@ -156,6 +209,18 @@ class DistrustedWatermarkTests(unittest.TestCase):
         self.assertEqual(self.enqueuer.dispatch([self.fire()], not_before=self.now), [ENQUEUED])
         self.assertEqual(self.reports, [("TS-1", int(self.now) + 3600, self.now)])
         self.assertEqual(int(self.redis.get(LAST_FIRE_PREFIX + "TS-1")), int(self.now))
+
+    def test_catch_up_that_coalesces_says_so_in_the_history(self):
+        """A fire that coalesced the planned one before it names it in its history entry."""
+        when = int(self.now)
+        fire = Fire("TS-1", when, PythonBuilder().build(self.row, when), when + 60, planned=when - 60)
+        self.redis.zadd(SCHEDULE_KEY, {fire.member: when - 60})
+        self.assertEqual(self.enqueuer.dispatch([fire], not_before=self.now), [ENQUEUED])
+        self.assertEqual(history.read(self.redis, "TS-1")[0]["coalesced_from"], when - 60)
+        on_time = Fire("TS-1", when + 60, PythonBuilder().build(self.row, when + 60), None)
+        self.now += 60
+        self.assertEqual(self.enqueuer.dispatch([on_time], not_before=self.now), [ENQUEUED])
+        self.assertNotIn("coalesced_from", history.read(self.redis, "TS-1")[0])
 
     def test_watermark_within_the_bound_is_trusted(self):
         """A watermark 1 s ahead (within max_clock_skew_secs) still refuses the fire."""

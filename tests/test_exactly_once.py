@@ -3,6 +3,7 @@
 Redis and one MariaDB, 50 schedules firing every 1-3 s, daemons killed -9 at random moments and
 restarted; audited afterwards from the RQ queue lists (no worker runs, so a duplicate push shows as
 a repeated job id). The harness is tests/support/chaos.py; bench/chaos_long.py runs it for minutes.
+The clock-skew test runs the two daemons under libfaketime (Debian package `faketime`).
 
 Set BTU_CHAOS_SEED to replay a run's kill moments; failures name the seed.
 """
@@ -23,12 +24,17 @@ from tests.support.chaos import (JOB_FUNCTION, ONE_DAEMON_DOWN_SECS, ONE_DAEMON_
                                  TWO_DAEMONS_GAP_SECS, Enqueued, Outage, Run, check, read_enqueued,
                                  run_chaos)
 from tests.support.daemon import short_dir
+from tests.support.pushes import LIBFAKETIME, PushMonitor
 from tests.support.servers import shared_mariadb, shared_redis, use_shared_servers
 
 SCHEDULES = 50
 TWO_DAEMONS_SECS = 60
 MIN_KILLS = 30
 ONE_DAEMON_SECS = 25
+SKEWED_SECS = 25        # chaos of the clock-skew test
+SKEWED_MIN_KILLS = 8
+SKEW_SECS = 1.5         # the second daemon's wall clock is this far ahead of the first one's
+STEP = (8.0, -3600.0, 4.0)  # seconds into the window, size, held: the first daemon's backward step
 
 
 class ExactlyOnceUnderSigkillTests(unittest.TestCase):
@@ -53,6 +59,7 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
         """Everything a failing assertion should show."""
         tracebacks = "\n".join(run.tracebacks()[:3])
         return (f"BTU_CHAOS_SEED={self.seed}\n{run.report.details()}\n{tracebacks}\n"
+                f"early pushes: {run.early[:5]}\n"
                 f"daemon logs: {[d.log_path for d in run.daemons]}")
 
     def assertNothingWrong(self, run: Run) -> None:
@@ -86,6 +93,26 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
         self.assertGreater(run.report.catch_ups, 0,
                            f"no outage made a schedule miss two fires\n{self.verdict(run)}")
         self.assertEqual(run.report.enqueued + len(run.report.coalesced), run.report.expected)
+
+    def test_two_daemons_with_skewed_clocks_and_a_step_enqueue_every_fire_exactly_once_on_time(self):
+        """Two daemons whose wall clocks are 1.5 s apart (libfaketime), one stepped back 1 h for 4 s, SIGKILLed at random moments: every fire of 50 schedules is enqueued exactly once and none before its instant by Redis time."""
+        if not os.path.exists(LIBFAKETIME):
+            raise unittest.SkipTest("libfaketime missing: apt-get install faketime")
+        pushes = PushMonitor(self.redis_server)
+        self.addCleanup(pushes.stop)
+
+        run = self.chaos(daemons=2, seconds=SKEWED_SECS, gap_secs=TWO_DAEMONS_GAP_SECS,
+                         min_kills=SKEWED_MIN_KILLS + 2, clock_offsets=(0.0, SKEW_SECS),
+                         clock_step=STEP, pushes=pushes)
+
+        self.assertGreaterEqual(run.report.kills, SKEWED_MIN_KILLS, self.verdict(run))
+        self.assertNothingWrong(run)
+        self.assertEqual(run.early, [], self.verdict(run))
+        # A missing fire is one that a late catch-up's history entry says it coalesced (a daemon
+        # stalled a whole period on this shared machine): the misfire policy, never a loss.
+        self.assertEqual(run.report.enqueued + len(run.report.coalesced), run.report.expected,
+                         self.verdict(run))
+        self.assertGreater(run.report.expected, SCHEDULES * SKEWED_SECS / 3)
 
 
 W = 1_800_000_000  # a whole second; the checker tests' schedule fires every second from here
@@ -121,6 +148,15 @@ class CheckerTests(unittest.TestCase):
                        [Outage("btu0", W + 1.5, W + 2.5)])
         self.assertEqual(report.losses, [("TS-A", W + 2)])
         self.assertFalse(report.ok)
+
+    def test_missing_fire_coalesced_by_a_catch_up_in_the_history_is_explained(self):
+        """With several daemons, W+2 missing is coalesced when the history of W+3 says it
+        coalesced the fires from W+2; W+5 missing with no such entry is still a loss."""
+        found = enqueued(W, W + 1, W + 3, W + 4, W + 6)
+        found.coalesced = {("TS-A", W + 2, W + 3)}
+        report = check(found, EVERY_SECOND, (W, W + 6))
+        self.assertEqual(report.coalesced, [("TS-A", W + 2)])
+        self.assertEqual(report.losses, [("TS-A", W + 5)])
 
     def test_latest_missed_fire_caught_up_explains_the_others(self):
         """One daemon down from W+1.5 to W+4.2: W+2 and W+3 coalesce into the catch-up of W+4."""
