@@ -74,7 +74,11 @@ class Refresher(service.Service):
     def _finished(self, ok) -> None:
         self._running_refresh = None
         if isinstance(ok, Failure):
-            self.log.failure("full refresh failed", failure=ok)
+            # One line for the operator; the traceback only at DEBUG (a failing refresh is retried
+            # with back-off, and must not print forty lines each time).
+            self.log.error("full refresh failed ({error}); retrying in {delay:.0f} s",
+                           error=ok.getErrorMessage() or ok.type.__name__, delay=self._retry_delay)
+            self.log.debug("full refresh failure: {log_failure}", log_failure=ok)
             ok = False
         if ok:
             self._retry_delay = RETRY_MIN_SECS
