@@ -86,7 +86,7 @@ class ClockWatch(service.Service):
         self._fastest_round_trip: float | None = None
         self._skipped_last = False  # the last TIME reply was too slow to learn from
         self._resync = None  # the early sync that follows a slow reply
-        self.first_sync = defer.Deferred()  # fires once the first TIME has answered (or failed)
+        self.first_sync = defer.Deferred()  # fires once the first TIME has answered
         self._report(clock.host_offset())
 
     def startService(self):
@@ -113,7 +113,11 @@ class ClockWatch(service.Service):
         try:
             seconds, micros = yield self._store.server_time()
         except Exception:
-            pass  # the dispatcher logs Redis outages; instants keep the offset last learned
+            # The dispatcher logs Redis outages; instants keep the offset last learned. Before the
+            # first answer there is none: ask again soon, as nothing may be planned or dispatched
+            # on the host's clock (a fast one would enqueue early).
+            if not self._clock.synced:
+                self._sync_soon()
         else:
             received_at = self._reactor.seconds()
             round_trip = received_at - sent_at
@@ -122,14 +126,18 @@ class ClockWatch(service.Service):
                                took=round_trip)
             else:
                 self._learn(int(seconds) + int(micros) / 1e6, received_at)
-            if round_trip > MAX_SYNC_ROUND_TRIP_SECS and self.running and not (
-                    self._resync is not None and self._resync.active()):
+            if round_trip > MAX_SYNC_ROUND_TRIP_SECS:
                 # A lag learned from a slow first reply, corrected only a whole interval later,
                 # would jump instants forward past a pending fire, which the misfire policy
                 # then coalesces into the next one.
-                self._resync = self._reactor.callLater(RESYNC_SOON_SECS, self.sync)
-        if not self.first_sync.called:
+                self._sync_soon()
+        if self._clock.synced and not self.first_sync.called:
             self.first_sync.callback(None)
+
+    def _sync_soon(self) -> None:
+        """Sync again RESYNC_SOON_SECS from now (once: a sync already pending is enough)."""
+        if self.running and not (self._resync is not None and self._resync.active()):
+            self._resync = self._reactor.callLater(RESYNC_SOON_SECS, self.sync)
 
     def _learn(self, server_time: float, received_at: float) -> None:
         """Take one TIME reply; instants moved beyond the skew bound mean re-planning."""

@@ -148,6 +148,18 @@ class SlowTimeReplyTests(unittest.TestCase):
         answer = FakeTimeStore.server_time(self.store)
         self.store.server_time = lambda: task.deferLater(self.reactor, delay, lambda: answer.result)
 
+    def test_nothing_is_ready_before_the_first_answer(self):
+        """A first TIME that fails does not release planning and dispatch (they would run on a
+        host clock 1e9 s off); it is asked again soon, and the first answer releases them."""
+        self.store.server_time = lambda: defer.fail(ConnectionError("Redis down"))
+        self.watch.startService()
+        self.addCleanup(self.watch.stopService)
+        self.assertFalse(self.watch.first_sync.called)
+        self.store.server_time = lambda: FakeTimeStore.server_time(self.store)
+        self.reactor.advance(0.5)
+        self.assertTrue(self.watch.first_sync.called)
+        self.assertEqual(self.clock.seconds(), self.reactor.seconds() + 1e9)
+
     def test_a_reply_delayed_1_5_s_leaves_instants_on_redis_time(self):
         """Synced, then a TIME whose reply is handled 1.5 s late: instants stay Redis time."""
         self.watch.sync()
