@@ -315,6 +315,22 @@ def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
 
 # --- the RQ writes (redis-py) -----------------------------------------------------------------
 
+class AskingConnection(redis.sentinel.SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection, asking the Sentinels again whenever a command
+    reconnects it.
+
+    redis-py (6+) reconnects a closed connection inside `send_packed_command` to the host and port
+    it last used, without asking Sentinel: after a failover that is the old master, and a frozen
+    one holds the command for a whole socket timeout (the pipeline's UNWATCH after a failed
+    transaction did exactly that, stalling dispatch for 10-15 s).
+    """
+
+    def send_packed_command(self, command, check_health=True):
+        if not self._sock:
+            self.connect()  # SentinelManagedConnection.connect: the master Sentinel names now
+        super().send_packed_command(command, check_health)
+
+
 def redis_py_client(settings: RedisSettings, socket_timeout: float = REPLY_TIMEOUT_SECS) -> redis.Redis:
     """A blocking redis-py client with socket timeouts and no client-side retries.
 
@@ -331,7 +347,7 @@ def redis_py_client(settings: RedisSettings, socket_timeout: float = REPLY_TIMEO
                                  password=settings.sentinel_password,
                                  socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout))
         return sentinel.master_for(settings.sentinel_service, socket_connect_timeout=socket_timeout,
-                                   **common)
+                                   connection_class=AskingConnection, **common)
     if settings.path:
         # redis-py < 5 refuses socket_connect_timeout for unix sockets, where socket_timeout
         # bounds the connect.

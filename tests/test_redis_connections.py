@@ -9,6 +9,8 @@ import shutil
 import time
 from collections import Counter
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -16,11 +18,12 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted import config as configuration
-from btu_twisted.redis_connections import (FollowingFactory, MasterTracker, RedisSettingsError, TLSFiles,
-                                           abort_all_but, parse_sentinel, settings_for_url, settings_from)
+from btu_twisted.redis_connections import (AskingConnection, FollowingFactory, MasterTracker, RedisSettingsError,
+                                           TLSFiles, abort_all_but, parse_sentinel, settings_for_url,
+                                           settings_from)
 from tests.support import frappe_schema as fs
 from tests.support.daemon import TwistdProcess, short_dir, wait_for, write_config, daemon_config
-from tests.support.redis_topology import TCPRedis, acl_rule, make_certificates
+from tests.support.redis_topology import TCPRedis, acl_rule, free_port, make_certificates
 from tests.support.servers import RedisServer
 from tests.test_integration import PLACEHOLDER_CRON, DaemonTestCase
 
@@ -125,6 +128,30 @@ class MasterTrackerTests(unittest.TestCase):
         abort_all_but(factory.connections, ("10.0.0.2", 6379))
         self.assertEqual({host: t.connected for host, t in transports.items()},
                          {"10.0.0.1": False, "10.0.0.2": True})
+
+
+class AskingConnectionTests(unittest.TestCase):
+    """The RQ writes' connection reconnects to the master Sentinel names now, never to the last one."""
+
+    def test_a_command_on_a_closed_connection_asks_for_the_master(self):
+        """A closed connection whose last host is gone (an old master) sends its next command to
+        the current master."""
+        current = TCPRedis()
+        current.start()
+        self.addCleanup(current.cleanup)
+
+        class Sentinels:  # what SentinelConnectionPoolProxy offers the connection
+            is_master, check_connection, service_name = True, False, "btu-test"
+
+            def get_master_address(self):
+                return ("127.0.0.1", current.port)
+
+        connection = AskingConnection(connection_pool=Sentinels(), socket_timeout=2,
+                                      retry=Retry(NoBackoff(), 0))
+        self.addCleanup(connection.disconnect)
+        connection.host, connection.port = "127.0.0.1", free_port()  # the old master, gone
+        connection.send_command("PING")
+        self.assertEqual((connection.read_response(), connection.port), (b"PONG", current.port))
 
 
 class LogCapture:
