@@ -22,9 +22,14 @@ COMMON_CONFIG = "sites/common_site_config.json"
 CURRENT_SITE = "sites/currentsite.txt"
 VERSION_FILE = "apps/frappe/frappe/__init__.py"
 FIRST_PREFIXED_VERSION = 14  # Frappe v14 began naming queues <bench_id>:<queue>
-SENTINEL_PREFIX = "redis_queue_sentinel"  # Frappe's sentinel keys; redis_queue_master_* go with them
-SENTINEL_KEYS = ("redis_queue_sentinels", "redis_queue_master_service", "redis_queue_master_username",
-                 "redis_queue_master_password")
+# Frappe's Sentinel settings (frappe/utils/redis_queue.py, RedisQueue.get_connection) and our keys.
+SENTINEL_ENABLED = "redis_queue_sentinel_enabled"
+SENTINEL_SETTINGS = {"redis_queue_sentinels": "redis_sentinels",
+                     "redis_queue_master_service": "redis_sentinel_service",
+                     "redis_queue_sentinel_username": "redis_sentinel_username",
+                     "redis_queue_sentinel_password": "redis_sentinel_password",
+                     "redis_queue_master_username": "redis_master_username",
+                     "redis_queue_master_password": "redis_master_password"}
 _VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
@@ -42,15 +47,13 @@ class Setting:
 
 @dataclass(frozen=True)
 class Bench:
-    """What discovery found: the site served, its settings by config key, and Frappe's extras."""
+    """What discovery found: the site served and its settings by config key."""
 
     path: Path
     site: str
     sites: tuple[str, ...]
     frappe_version: str
     settings: dict[str, Setting]
-    # Frappe's redis_queue_sentinel_* / redis_queue_master_* settings, as Frappe spells them.
-    sentinel: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def discover(path: str | os.PathLike, wanted: tuple[str, ...] = (), explicit_site: str | None = None) -> Bench:
@@ -97,9 +100,35 @@ def discover(path: str | os.PathLike, wanted: tuple[str, ...] = (), explicit_sit
     if _major(version) >= FIRST_PREFIXED_VERSION:
         template = bench_id.replace("{", "{{").replace("}", "}}") + ":{queue_name}"
         settings["queue_name_template"] = Setting(template, f"bench {VERSION_FILE} (Frappe {version})")
-    sentinel = {key: value for key, value in conf.items()
-                if key.startswith(SENTINEL_PREFIX) or key in SENTINEL_KEYS}
-    return Bench(root, site, sites, version, settings, sentinel)
+    if conf.get(SENTINEL_ENABLED):
+        settings.update(_sentinel_settings(root, conf, where))
+    return Bench(root, site, sites, version, settings)
+
+
+def _sentinel_settings(root: Path, conf: dict, where) -> dict[str, Setting]:
+    """Our Sentinel keys from Frappe's, which it reads only when redis_queue_sentinel_enabled is set.
+
+    Frappe takes `redis_queue_sentinels` as a list of "host:port" strings and needs
+    `redis_queue_master_service`; without master credentials it uses the RQ ACL user, and so does
+    our redis_url (use_rq_auth).
+    """
+    def file_of(key: str) -> str:
+        return where(key).removeprefix("bench ")
+
+    for key, what in (("redis_queue_sentinels", 'a list of "host:port"'),
+                      ("redis_queue_master_service", "the Sentinel name of the RQ master")):
+        if not conf.get(key):
+            raise BenchError(f"{root / file_of(SENTINEL_ENABLED)}: redis_queue_sentinel_enabled is set "
+                             f"but {key} is missing ({what})")
+    sentinels = conf["redis_queue_sentinels"]
+    if not isinstance(sentinels, list) or not all(isinstance(s, str) for s in sentinels):
+        raise BenchError(f"{root / file_of('redis_queue_sentinels')}: redis_queue_sentinels must be a "
+                         f"list of \"host:port\" strings, got {sentinels!r}")
+    settings = {"redis_sentinels": Setting(tuple(sentinels), where("redis_queue_sentinels"))}
+    for key, target in SENTINEL_SETTINGS.items():
+        if key != "redis_queue_sentinels" and conf.get(key) is not None:
+            settings[target] = Setting(_text(root, file_of(key), conf, key), where(key))
+    return settings
 
 
 def _read_json(root: Path, relative: str) -> dict:
@@ -204,20 +233,16 @@ def _with_credentials(url: str, username: str, password: str | None) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
-def fill(values: dict[str, Any], origins: dict[str, str]) -> list[str]:
-    """Set every key the bench knows and `values` lacks (explicit keys win); returns warnings.
+def fill(values: dict[str, Any], origins: dict[str, str]) -> None:
+    """Set every key the bench knows and `values` lacks (explicit keys win).
 
     Does nothing without `frappe_bench_path`; `origins` records "bench <file>" for each key set.
     """
     path = values.get("frappe_bench_path")
     if not path:
-        return []
+        return
     found = discover(path, tuple(values.get("frappe_sites", ())), values.get("frappe_site"))
     for key, setting in found.settings.items():
         if key not in values:
             values[key] = setting.value
             origins[key] = setting.origin
-    if found.sentinel.get("redis_queue_sentinel_enabled"):
-        return [f"{found.path / COMMON_CONFIG}: redis_queue_sentinel_enabled is set, but this daemon "
-                "does not follow Sentinel yet: it connects to redis_queue directly"]
-    return []

@@ -360,7 +360,7 @@ def parse(text: str, base_dir: Path | None = None, environ: Mapping[str, str] | 
         values[key] = _coerce(key, value)
         origins[key] = "command line"
     try:
-        warnings.extend(bench.fill(values, origins))
+        bench.fill(values, origins)
     except bench.BenchError as e:
         raise BenchConfigError(str(e)) from None
     if values.get("schedule_file") and base_dir is not None:

@@ -133,8 +133,14 @@ class Enqueuer:
         for _ in range(MAX_ATTEMPTS):
             try:
                 return self._transact(fires, jobs, keys, not_before)
-            except redis.WatchError:
-                continue
+            except redis.WatchError as e:
+                if not isinstance(e.__context__, (redis.ConnectionError, redis.TimeoutError)):
+                    continue  # a peer's claim: the retry sees its watermark
+                # redis-py reports a connection lost under WATCH as a conflict. Retrying these
+                # fires on the next master would enqueue them late, one by one, past the misfire
+                # policy: fail, and let the dispatcher decide again what is due.
+                self.drop_idle_connections()
+                raise redis.ConnectionError(f"{e.__context__} (during the enqueue transaction)") from e
             except (redis.ConnectionError, redis.TimeoutError):
                 self.drop_idle_connections()
                 raise

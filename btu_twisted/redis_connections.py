@@ -9,6 +9,7 @@ so both speak to the same server with the same credentials and follow the same S
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import parse_qs, unquote, urlparse
@@ -199,6 +200,10 @@ class MasterTracker:
     failovers: int = 0
     changed_at: float | None = None
     on_moved: Callable[[], object] = lambda: None  # e.g. the dispatcher's wake: retry at once
+    # Each pool's "close your connections to anything but this address", called on every move:
+    # the first pool to discover the new master tells them all, so an idle connection to a
+    # frozen old master is not used (and waited on) later.
+    followers: list[Callable[[tuple[str, int]], object]] = field(default_factory=list, repr=False)
 
     def seen(self, address: tuple[str, int], now: float) -> None:
         if address == self.address:
@@ -208,6 +213,8 @@ class MasterTracker:
             log.warn("Redis master moved from {old} to {new} (failover {count} seen)",
                      old=_host_port(self.address), new=_host_port(address), count=self.failovers)
             self.address, self.changed_at = address, now
+            for drop_others in self.followers:
+                drop_others(address)
             self.on_moved()
         else:
             log.info("Redis master is {new}", new=_host_port(address))
@@ -223,7 +230,8 @@ def _host_port(address: tuple[str, int]) -> str:
 
 
 class _TrackedSentinel(txredisapi.Sentinel):
-    """txredisapi's Sentinel client, telling a MasterTracker each master it discovers."""
+    """txredisapi's Sentinel client, telling a MasterTracker each master it discovers, and closing
+    its connections to an old master when any pool sharing the tracker finds a new one."""
 
     discovery_timeout = SENTINEL_DISCOVERY_TIMEOUT_SECS
 
@@ -232,6 +240,7 @@ class _TrackedSentinel(txredisapi.Sentinel):
         self._tracker = tracker
         self._clock = clock
         self._factories = []
+        tracker.followers.append(self._drop_others)
 
     def _connect_factory_and_return_handler(self, factory):
         self._factories.append(factory)
@@ -243,20 +252,39 @@ class _TrackedSentinel(txredisapi.Sentinel):
         return found
 
     def _seen(self, address):
-        if self._tracker.address not in (None, address):
-            # txredisapi only closes them gracefully, which leaves the commands waiting on a
-            # frozen old master for their whole timeout: abort, so they fail (and are retried) now.
-            for factory in self._factories:
-                for connection in list(factory.pool):
-                    connection.transport.abortConnection()
         self._tracker.seen(address, self._clock.seconds())
         return address
 
+    def _drop_others(self, address: tuple[str, int]) -> None:
+        # txredisapi itself only closes a factory's ready connections, gracefully, and only when
+        # that factory reconnects: idle ones to a frozen old master would wait out a whole reply
+        # timeout when next used, and so would one still in its handshake. Abort them all now.
+        for factory in self._factories:
+            abort_all_but(factory.connections, address)
 
-class _FollowingFactory(txredisapi.SentinelConnectionFactory):
-    """txredisapi's Sentinel connection factory, retrying at least every second."""
+
+def abort_all_but(connections, address: tuple[str, int]) -> None:
+    """Abort each of `connections` (txredisapi protocols) whose peer is not `address`."""
+    for connection in list(connections):
+        peer = connection.transport.getPeer()
+        if (getattr(peer, "host", None), getattr(peer, "port", None)) != address:
+            connection.transport.abortConnection()
+
+
+class FollowingFactory(txredisapi.SentinelConnectionFactory):
+    """txredisapi's Sentinel connection factory, retrying at least every second and knowing every
+    connection it made, ready or still in its handshake."""
 
     maxDelay = SENTINEL_RECONNECT_MAX_SECS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = weakref.WeakSet()
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        self.connections.add(protocol)
+        return protocol
 
 
 def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
@@ -275,7 +303,7 @@ def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
             settings.sentinels, tracker or MasterTracker(), clock, username=settings.sentinel_username,
             password=settings.sentinel_password, connectTimeout=REPLY_TIMEOUT_SECS,
             replyTimeout=REPLY_TIMEOUT_SECS)
-        return sentinel.master_for(settings.sentinel_service, factory_class=_FollowingFactory,
+        return sentinel.master_for(settings.sentinel_service, factory_class=FollowingFactory,
                                    dbid=settings.db, isLazy=True, **common)
     common.update(reconnect=True, connectTimeout=REPLY_TIMEOUT_SECS)
     if settings.path:
@@ -286,6 +314,22 @@ def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
 
 
 # --- the RQ writes (redis-py) -----------------------------------------------------------------
+
+class AskingConnection(redis.sentinel.SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection, asking the Sentinels again whenever a command
+    reconnects it.
+
+    redis-py (6+) reconnects a closed connection inside `send_packed_command` to the host and port
+    it last used, without asking Sentinel: after a failover that is the old master, and a frozen
+    one holds the command for a whole socket timeout (the pipeline's UNWATCH after a failed
+    transaction did exactly that, stalling dispatch for 10-15 s).
+    """
+
+    def send_packed_command(self, command, check_health=True):
+        if not self._sock:
+            self.connect()  # SentinelManagedConnection.connect: the master Sentinel names now
+        super().send_packed_command(command, check_health)
+
 
 def redis_py_client(settings: RedisSettings, socket_timeout: float = REPLY_TIMEOUT_SECS) -> redis.Redis:
     """A blocking redis-py client with socket timeouts and no client-side retries.
@@ -303,7 +347,7 @@ def redis_py_client(settings: RedisSettings, socket_timeout: float = REPLY_TIMEO
                                  password=settings.sentinel_password,
                                  socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout))
         return sentinel.master_for(settings.sentinel_service, socket_connect_timeout=socket_timeout,
-                                   **common)
+                                   connection_class=AskingConnection, **common)
     if settings.path:
         # redis-py < 5 refuses socket_connect_timeout for unix sockets, where socket_timeout
         # bounds the connect.

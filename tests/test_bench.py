@@ -132,13 +132,42 @@ class DiscoveredValuesTests(BenchCase):
         for secret in ("s1te-one-pa55", "rq-s3cret"):
             self.assertNotIn(secret, shown)
 
-    def test_sentinel_settings_warned_about(self):
-        """Frappe's redis_queue_sentinel_enabled is reported: this daemon connects to redis_queue directly."""
+    def test_sentinel_settings_are_mapped(self):
+        """Frappe's redis_queue_sentinel_* / redis_queue_master_* become our Sentinel keys, with origins."""
+        common = {**COMMON, "redis_queue_sentinel_enabled": True,
+                  "redis_queue_sentinels": ["10.0.0.1:26379", "10.0.0.2:26380"],
+                  "redis_queue_master_service": "bench-queue", "redis_queue_sentinel_username": "watcher",
+                  "redis_queue_sentinel_password": "s3ntinel-pa55", "redis_queue_master_username": "rq"}
+        sites = {"one.localhost": {**SITE_ONE, "redis_queue_master_password": "ma5ter-pa55"}}
+        config, warnings = self.parsed(self.bench(common=common, sites=sites))
+        self.assertEqual(warnings, [])
+        self.assertEqual((config.redis_sentinels, config.redis_sentinel_service, config.redis_sentinel_username,
+                          config.redis_sentinel_password, config.redis_master_username,
+                          config.redis_master_password),
+                         (("10.0.0.1:26379", "10.0.0.2:26380"), "bench-queue", "watcher", "s3ntinel-pa55",
+                          "rq", "ma5ter-pa55"))
+        self.assertEqual({key: config.origins[key] for key in ("redis_sentinels", "redis_sentinel_service",
+                                                               "redis_master_password")},
+                         {"redis_sentinels": COMMON_FILE, "redis_sentinel_service": COMMON_FILE,
+                          "redis_master_password": "bench sites/one.localhost/site_config.json"})
+        shown = environment.describe(config.origins) + repr(config) + repr(config.redacted())
+        for secret in ("s3ntinel-pa55", "ma5ter-pa55"):
+            self.assertNotIn(secret, shown)
+
+    def test_sentinel_settings_need_enabled(self):
+        """Without redis_queue_sentinel_enabled Frappe ignores its Sentinel keys, and so do we."""
+        common = {**COMMON, "redis_queue_sentinels": ["s1:26379"], "redis_queue_master_service": "q"}
+        config, _ = self.parsed(self.bench(common=common))
+        self.assertEqual((config.redis_sentinels, "redis_sentinels" in config.origins), ((), False))
+
+    def test_explicit_sentinel_keys_win(self):
+        """A redis_sentinel_* key of the configuration file beats Frappe's."""
         common = {**COMMON, "redis_queue_sentinel_enabled": True, "redis_queue_sentinels": ["s1:26379"],
-                  "redis_queue_master_service": "mymaster"}
-        _, warnings = self.parsed(self.bench(common=common))
-        self.assertEqual(len(warnings), 1)
-        self.assertIn("redis_queue_sentinel_enabled", warnings[0])
+                  "redis_queue_master_service": "bench-queue"}
+        config, _ = self.parsed(self.bench(common=common),
+                                'redis_sentinels = ["s9:26379"]\nredis_sentinel_service = "mine"\n')
+        self.assertEqual((config.redis_sentinels, config.redis_sentinel_service, config.origins["redis_sentinels"]),
+                         (("s9:26379",), "mine", "file"))
 
     def test_sites_need_a_bench(self):
         """frappe_sites without frappe_bench_path is an error naming both."""
@@ -201,6 +230,19 @@ class DiscoveryErrorTests(BenchCase):
         path = self.bench(sites={"one.localhost": {"db_name": "_x", "db_port": "many"}})
         self.assertEqual(self.error(path), f"{path}/sites/one.localhost/site_config.json: db_port must be a "
                                            "TCP port number, got 'many'")
+
+    def test_sentinel_settings(self):
+        """Sentinel enabled without its sentinels or service, or with sentinels not a list, names the key."""
+        enabled = {**COMMON, "redis_queue_sentinel_enabled": True}
+        for extra, message in (({"redis_queue_master_service": "q"}, "redis_queue_sentinels is missing"),
+                               ({"redis_queue_sentinels": ["s1:26379"]}, "redis_queue_master_service is missing"),
+                               ({"redis_queue_sentinels": "s1:26379", "redis_queue_master_service": "q"},
+                                "redis_queue_sentinels must be a list of \"host:port\" strings")):
+            with self.assertRaisesRegex(BenchConfigError, f"common_site_config.json: .*{message}"):
+                self.parsed(self.bench(common={**enabled, **extra}))
+        bad = {**enabled, "redis_queue_sentinels": ["s1"], "redis_queue_master_service": "q"}
+        with self.assertRaisesRegex(ConfigError, 'redis_sentinels: \'s1\' is not "host:port"'):
+            self.parsed(self.bench(common=bad))
 
     def test_unknown_site(self):
         """A site named in currentsite.txt or --site that has no site_config.json is named with the others."""

@@ -1,5 +1,6 @@
 """The exactly-once RQ transaction, against a private Redis."""
 
+import redis
 from rq import Queue
 from rq.job import Job
 from twisted.trial import unittest
@@ -35,6 +36,19 @@ class EnqueuerTests(unittest.TestCase):
 
     def members(self):
         return [m.decode() for m in self.redis.zrange(SCHEDULE_KEY, 0, -1)]
+
+    def test_a_connection_lost_in_the_transaction_is_a_failure(self):
+        """A connection lost between WATCH and EXEC (a master frozen or gone) is raised, not
+        retried: redis-py calls it a WatchError, and a retry would enqueue the fire late on the
+        next master instead of letting the dispatcher apply the misfire policy."""
+        def lose_connection(delay):
+            self.redis.client_kill_filter(_type="normal", skipme=True)
+
+        enqueuer = Enqueuer(self.redis_server.url, now=lambda: WHEN - 0.25, sleep=lose_connection)
+        self.addCleanup(enqueuer.close)
+        with self.assertRaises(redis.ConnectionError):
+            enqueuer.dispatch([self.fire()], not_before=WHEN)
+        self.assertEqual((self.members(), self.redis.get(LAST_FIRE_PREFIX + "TS-1")), ([f"TS-1|{WHEN}"], None))
 
     def test_enqueues_job_and_plans_next_fire(self):
         """One transaction pushes the job, moves the watermark and replaces the member with the next."""

@@ -9,16 +9,21 @@ import shutil
 import time
 from collections import Counter
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted import config as configuration
-from btu_twisted.redis_connections import (MasterTracker, RedisSettingsError, TLSFiles,
-                                           parse_sentinel, settings_for_url, settings_from)
+from btu_twisted.redis_connections import (AskingConnection, FollowingFactory, MasterTracker, RedisSettingsError,
+                                           TLSFiles, abort_all_but, parse_sentinel, settings_for_url,
+                                           settings_from)
 from tests.support import frappe_schema as fs
 from tests.support.daemon import TwistdProcess, short_dir, wait_for, write_config, daemon_config
-from tests.support.redis_topology import TCPRedis, acl_rule, make_certificates
+from tests.support.redis_topology import TCPRedis, acl_rule, free_port, make_certificates
 from tests.support.servers import RedisServer
 from tests.test_integration import PLACEHOLDER_CRON, DaemonTestCase
 
@@ -98,6 +103,55 @@ class MasterTrackerTests(unittest.TestCase):
         self.assertEqual(tracker.as_dict(), {"address": "10.0.0.2:6379", "failovers_seen": 1,
                                              "changed_at": 102.0})
         self.assertEqual(moves, [True])
+
+    def test_a_move_tells_every_pool(self):
+        """Each follower (one per pool) hears the new address once per move, before on_moved."""
+        heard = []
+        tracker = MasterTracker(on_moved=lambda: heard.append("woken"))
+        tracker.followers += [lambda a: heard.append(("pool 1", a)), lambda a: heard.append(("pool 2", a))]
+        tracker.seen(("10.0.0.1", 6379), 100.0)
+        tracker.seen(("10.0.0.2", 6379), 101.0)
+        tracker.seen(("10.0.0.2", 6379), 102.0)
+        self.assertEqual(heard, [("pool 1", ("10.0.0.2", 6379)), ("pool 2", ("10.0.0.2", 6379)), "woken"])
+
+    def test_connections_to_the_old_master_are_aborted(self):
+        """Connections made by a Sentinel factory, ready or in their handshake, to any other
+        address than the new master are aborted; those to the new master are kept."""
+        factory = FollowingFactory(sentinel_manager=None, service_name="s", is_master=True, uuid=None,
+                                    dbid=0, poolsize=2)
+        transports = {}
+        for host in ("10.0.0.1", "10.0.0.2"):
+            protocol = factory.buildProtocol(IPv4Address("TCP", host, 6379))
+            transports[host] = StringTransportWithDisconnection(peerAddress=IPv4Address("TCP", host, 6379))
+            transports[host].protocol = protocol
+            protocol.transport = transports[host]
+        abort_all_but(factory.connections, ("10.0.0.2", 6379))
+        self.assertEqual({host: t.connected for host, t in transports.items()},
+                         {"10.0.0.1": False, "10.0.0.2": True})
+
+
+class AskingConnectionTests(unittest.TestCase):
+    """The RQ writes' connection reconnects to the master Sentinel names now, never to the last one."""
+
+    def test_a_command_on_a_closed_connection_asks_for_the_master(self):
+        """A closed connection whose last host is gone (an old master) sends its next command to
+        the current master."""
+        current = TCPRedis()
+        current.start()
+        self.addCleanup(current.cleanup)
+
+        class Sentinels:  # what SentinelConnectionPoolProxy offers the connection
+            is_master, check_connection, service_name = True, False, "btu-test"
+
+            def get_master_address(self):
+                return ("127.0.0.1", current.port)
+
+        connection = AskingConnection(connection_pool=Sentinels(), socket_timeout=2,
+                                      retry=Retry(NoBackoff(), 0))
+        self.addCleanup(connection.disconnect)
+        connection.host, connection.port = "127.0.0.1", free_port()  # the old master, gone
+        connection.send_command("PING")
+        self.assertEqual((connection.read_response(), connection.port), (b"PONG", current.port))
 
 
 class LogCapture:
