@@ -19,6 +19,7 @@ from twisted.python import threadpool, usage
 
 from btu_twisted import config as configuration
 from btu_twisted import environment, logs, ownership
+from btu_twisted.builders.factory import make_builder
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
 from btu_twisted.channels.tcp import check_tcp_port
@@ -27,7 +28,6 @@ from btu_twisted.commands import Commands
 from btu_twisted.dispatcher import Dispatcher
 from btu_twisted.enqueuer import Enqueuer
 from btu_twisted.file_source import FileSource
-from btu_twisted.builders.factory import make_builder
 from btu_twisted.monitored_source import MonitoredSource
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.redis_connections import MasterTracker, check_reachable, settings_from
