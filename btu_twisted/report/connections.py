@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from btu_twisted.builders.factory import local_builder
+from btu_twisted.redis_connections import redis_py_client, settings_from
 from btu_twisted.schema import FILE_SCHEMA, Schema, detect_schema
 from btu_twisted.file_source import literal_text, load_schedule_file
 from btu_twisted.schedules import Schedule
@@ -24,11 +25,9 @@ TASKS_SQL = (f"SELECT name, desc_short, function_string, queue_name, max_task_du
 
 
 def redis_client(config) -> redis.Redis:
-    """A redis-py client (bytes replies, as rq needs) with socket timeouts."""
-    timeouts = {"socket_timeout": SOCKET_TIMEOUT_SECS}
-    if not config.effective_redis_url.startswith("unix:"):
-        timeouts["socket_connect_timeout"] = SOCKET_TIMEOUT_SECS
-    return redis.Redis.from_url(config.effective_redis_url, **timeouts)
+    """A redis-py client (bytes replies, as rq needs) with socket timeouts, built like the daemon's
+    RQ writes: the same user, TLS files and Sentinel master."""
+    return redis_py_client(settings_from(config), SOCKET_TIMEOUT_SECS)
 
 
 class _BlockingPool:
