@@ -27,8 +27,11 @@ class Refresher(service.Service):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, clock, source, store, queue, planner, stats, interval_secs: float,
-                 check_interval_secs: float, rows=None):
+                 check_interval_secs: float, rows=None, clock_ready: defer.Deferred | None = None):
+        """`clock_ready` (ClockWatch.first_sync): a refresh starts once `clock` tells Redis time, so
+        its start and duration are measured on one clock."""
         self._clock = clock
+        self._clock_ready = clock_ready
         self._rows = rows  # the planner's RowCache: the first refresh says which zones are in use
         self._source = source
         self._store = store
@@ -92,6 +95,8 @@ class Refresher(service.Service):
 
     @defer.inlineCallbacks
     def _refresh(self):
+        if self._clock_ready is not None:
+            yield self._clock_ready
         started = self._clock.seconds()
         try:
             ids = yield self._source.enabled_ids()

@@ -159,7 +159,7 @@ def makeService(options, reactor=None) -> service.MultiService:
                       batch_size=config.refresh_batch_size, max_retry_secs=config.scheduler_polling_interval,
                       clock_ready=watch.first_sync)
     refresher = Refresher(clock, source, store, queue, planner, stats, config.full_refresh_internal_secs,
-                          config.scheduler_polling_interval, rows=rows)
+                          config.scheduler_polling_interval, rows=rows, clock_ready=watch.first_sync)
     commands = Commands(clock, queue, store, refresher, stats, config, rows=rows,
                         source=config.schedule_source)
     try:
