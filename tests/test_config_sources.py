@@ -220,3 +220,8 @@ class StartupLogTests(unittest.SynchronousTestCase):
                                     "schedule_file from file, socket_path from environment "
                                     "BTU_SCHEDULER_SOCKET_PATH"])
         self.assertFalse(any("env-pass-s3cr3t" in line for line in lines))
+        start = next(line for line in lines if line.startswith("btu_twisted "))
+        socket_path = os.environ["BTU_SCHEDULER_SOCKET_PATH"]
+        for part in ("job builder python", f"control channels socket {socket_path}, Redis RPC",
+                     "HTTP off", f"configuration {path}"):
+            self.assertIn(part, start)

@@ -2,6 +2,7 @@
 
 import redis
 from rq import Queue
+from twisted.logger import globalLogPublisher
 from rq.job import Job
 from twisted.trial import unittest
 
@@ -49,6 +50,24 @@ class EnqueuerTests(unittest.TestCase):
         with self.assertRaises(redis.ConnectionError):
             enqueuer.dispatch([self.fire()], not_before=WHEN)
         self.assertEqual((self.members(), self.redis.get(LAST_FIRE_PREFIX + "TS-1")), ([f"TS-1|{WHEN}"], None))
+
+    def test_replicas_that_do_not_acknowledge_leave_the_fire_enqueued_and_warn_once(self):
+        """redis_min_replicas = 1 on a Redis without replicas: WAIT times out, the fire stays
+        enqueued (a retry could only enqueue it twice) and one warning covers the episode."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        enqueuer = Enqueuer(self.redis_server.url, now=lambda: WHEN - 0.25, sleep=self.slept.append,
+                            min_replicas=1, replicas_timeout_secs=0.05)
+        self.addCleanup(enqueuer.close)
+        self.assertEqual(enqueuer.dispatch([self.fire()], not_before=WHEN), [ENQUEUED])
+        self.plan("TS-1", NEXT)
+        later = Fire("TS-1", NEXT, PythonBuilder().build(self.row, NEXT), NEXT + 60)
+        self.assertEqual(enqueuer.dispatch([later], not_before=NEXT), [ENQUEUED])
+        self.assertEqual(Queue("default", connection=self.redis).job_ids,
+                         [f"btu-TS-1-{WHEN}", f"btu-TS-1-{NEXT}"])
+        warnings = [e for e in events if "replicas acknowledged" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1, warnings)
 
     def test_enqueues_job_and_plans_next_fire(self):
         """One transaction pushes the job, moves the watermark and replaces the member with the next."""
