@@ -85,8 +85,9 @@ class FileSource:
         # a read between an editor's truncate and write; size and inode catch those and renames.
         version = (st.st_mtime_ns, st.st_size, st.st_ino)
         if self._cache is None or self._cache[0] != version:
-            self._cache = (version, load_schedule_file(self.path, *self._fallback_zone))
-            for problem in schedule_file_warnings(self.path):  # once per version of the file
+            raw = read_schedule_file(self.path)  # read once: the rows and the warnings agree
+            self._cache = (version, load_schedule_file(self.path, *self._fallback_zone, raw=raw))
+            for problem in schedule_file_warnings(raw):  # once per version of the file
                 log.warn("{path}: {problem}", path=str(self.path), problem=problem)
         return self._cache[1]
 
@@ -95,13 +96,20 @@ def _pick(schedules: dict[str, Schedule], ids: list[str]) -> dict[str, Schedule]
     return {i: schedules[i] for i in ids if i in schedules}
 
 
-def load_schedule_file(path: Path, fallback_zone: str = "UTC",
-                       fallback_source: str = zones.DEFAULT_ZONE) -> dict[str, Schedule]:
-    """Parse the whole file into {schedule_id: Schedule}; errors name the file and the entry."""
+def read_schedule_file(path: Path) -> dict:
+    """The file's TOML table; a file that cannot be read or parsed is a ScheduleFileError naming it."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ScheduleFileError(f"schedule file {path}: {e}") from None
+
+
+def load_schedule_file(path: Path, fallback_zone: str = "UTC", fallback_source: str = zones.DEFAULT_ZONE,
+                       raw: dict | None = None) -> dict[str, Schedule]:
+    """Parse the whole file (or its table `raw`, already read) into {schedule_id: Schedule};
+    errors name the file and the entry."""
+    if raw is None:
+        raw = read_schedule_file(path)
 
     def need(where: str, value, kind: type | tuple[type, ...], what: str):
         # bool is an int subclass: `max_task_duration = true` is not a duration
@@ -147,12 +155,8 @@ def load_schedule_file(path: Path, fallback_zone: str = "UTC",
     return schedules
 
 
-def schedule_file_warnings(path: Path) -> list[str]:
-    """Keys of the schedule file that nothing reads (typos), each with the nearest known key."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return []  # load_schedule_file reports these as errors
+def schedule_file_warnings(raw: dict) -> list[str]:
+    """Keys of the schedule file's table `raw` that nothing reads (typos), each with the nearest known key."""
     found = [unknown_key_warning(key, TOP_KEYS, "key") for key in raw if key not in TOP_KEYS]
     for table, known in (("tasks", TASK_KEYS), ("schedules", SCHEDULE_KEYS)):
         entries = raw.get(table)

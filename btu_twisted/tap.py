@@ -177,7 +177,7 @@ def makeService(options, reactor=None) -> service.MultiService:
     for child in (watch, planner, dispatcher, refresher, *channels):
         top.addService(child)
     if config.http_port is not None:
-        top.addService(_http_service(reactor, clock, config, stats, enqueuer, in_thread))
+        top.addService(_http_service(reactor, clock, config, stats, store, enqueuer, in_thread))
     log.info("btu_twisted {name} ({environment}) reading schedules from {source}, Redis {redis}; "
              "job builder {builder}, zone {zone} (time_zone_string; a schedule's own zone or BTU "
              "Configuration's wins), control channels {channels}, HTTP {http}; configuration {config_path}",
@@ -199,14 +199,14 @@ def _channel_summary(config) -> str:
     return ", ".join(channels) or "none"
 
 
-def _http_service(reactor, clock, config, stats, enqueuer, in_thread):
+def _http_service(reactor, clock, config, stats, store, enqueuer, in_thread):
     """The dashboard and /metrics listener (imported only when configured)."""
     from btu_twisted.web.cockpit import Cockpit
     from btu_twisted.web.metrics import DaemonCollector
     from btu_twisted.web.resources import root
     from btu_twisted.web.service import HTTPService
 
-    cockpit = Cockpit(clock, config, stats, enqueuer, in_thread, DaemonCollector(stats, clock))
+    cockpit = Cockpit(clock, config, stats, store, enqueuer, in_thread, DaemonCollector(stats, clock))
     return HTTPService(reactor, config.http_interface, config.http_port, root(cockpit, config.http_token))
 
 

@@ -106,6 +106,21 @@ class TokenTests(DashboardTestCase):
         self.assertEqual(status, 404)
 
 
+class PickledJobRunNowTests(DashboardTestCase):
+    daemon_keys = {"http_port": 0, "http_token": TOKEN, "job_builder": "btu-web",
+                   "webserver_token": "token apikey:apisecret"}
+
+    @defer.inlineCallbacks
+    def test_btu_web_run_now_is_refused_with_the_reason(self):
+        """btu-web jobs hold the BTU app's pickle, fetched only for a planned fire: run-now is a
+        409 saying so, not a server error, and nothing is enqueued."""
+        status, _, body = yield self.request("POST", "/api/run-now?schedule=TS-000001",
+                                             {"Authorization": f"Bearer {TOKEN}"})
+        self.assertEqual(status, 409, body)
+        self.assertIn(b"btu-web", body)
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [])
+
+
 class ReadOnlyTests(DashboardTestCase):
     daemon_keys = {"http_port": 0}
 

@@ -15,7 +15,7 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.trial import unittest
 
 from btu_twisted.config import _FIELDS, parse
-from btu_twisted.file_source import schedule_file_warnings
+from btu_twisted.file_source import read_schedule_file, schedule_file_warnings
 from btu_twisted.logs import journal_observer
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
@@ -43,7 +43,7 @@ class TypoTests(unittest.SynchronousTestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write('time_zone = "UTC"\ntimezone = "UTC"\n[tasks.T1]\nfunction_string = "m.f"\n'
                     'max_duration = 60\n[schedules.S1]\ntask = "T1"\ncron_strng = "* * * * *"\n')
-        self.assertEqual(schedule_file_warnings(Path(path)), [
+        self.assertEqual(schedule_file_warnings(read_schedule_file(Path(path))), [
             "unknown key 'timezone' ignored (did you mean 'time_zone'?)",
             "unknown key of tasks.T1: 'max_duration' ignored (did you mean 'max_task_duration'?)",
             "unknown key of schedules.S1: 'cron_strng' ignored (did you mean 'cron_string'?)"])

@@ -11,10 +11,9 @@ from twisted.logger import Logger
 
 from btu_twisted.logs import OBSERVER
 from btu_twisted.report import snapshot
-from btu_twisted.report.connections import ScheduleReader, redis_client
+from btu_twisted.report.connections import ScheduleReader
 from btu_twisted.report.times import local, utc
 from btu_twisted.run_now import run_now
-from btu_twisted.store import SCHEDULE_KEY
 
 log = Logger(observer=OBSERVER)
 
@@ -26,8 +25,9 @@ class UnknownSchedule(LookupError):
 class Cockpit:
     """The daemon's parts the dashboard reads, and the one action it may take."""
 
-    def __init__(self, clock, config, stats, enqueuer, run_in_thread, collector):
+    def __init__(self, clock, config, stats, store, enqueuer, run_in_thread, collector):
         self._clock = clock
+        self._store = store
         self._config = config
         self._stats = stats
         self._enqueuer = enqueuer
@@ -53,17 +53,11 @@ class Cockpit:
 
     @defer.inlineCallbacks
     def refresh_metrics(self):
-        """Read the planned count for the next scrape (in a thread); the clock skew is the one the
-        daemon's clock watch measured against Redis TIME."""
-        def read():
-            connection = redis_client(self._config)
-            try:
-                return connection.zcard(SCHEDULE_KEY)
-            finally:
-                connection.close()
+        """The planned count for the next scrape, on the daemon's own Redis connection; the clock
+        skew is the one the daemon's clock watch measured against Redis TIME."""
         self.collector.clock_skew = (self._stats.clock or {}).get("host_offset_secs")
         try:
-            self.collector.planned = yield self._run_in_thread(read)
+            self.collector.planned = yield self._store.count()
         except Exception:
             self.collector.planned = None  # Redis down: its gauge says so
 

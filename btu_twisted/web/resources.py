@@ -13,6 +13,7 @@ from twisted.web import resource, server
 
 from btu_twisted.logs import OBSERVER
 from btu_twisted.run_now import RunNowError
+from btu_twisted.schedules import ScheduleError
 from btu_twisted.web.cockpit import UnknownSchedule
 from btu_twisted.web.metrics import exposition, registry_for
 
@@ -123,7 +124,8 @@ class RunNow(_Deferred):
         d = self._cockpit.run_now(schedule_id)
 
         def refused(failure):
-            failure.trap(UnknownSchedule, RunNowError)
+            # ScheduleError: the row, or a builder (btu-web) whose jobs only a planned fire can make.
+            failure.trap(UnknownSchedule, RunNowError, ScheduleError)
             status = 404 if failure.check(UnknownSchedule) else 409
             message = (f"no BTU Task Schedule {schedule_id!r}" if status == 404 else failure.getErrorMessage())
             return _Refusal(status, message)
