@@ -232,7 +232,7 @@ class Dispatcher(service.Service):
         answer = defer.Deferred()
         timer = self._clock.callLater(max(0.0, deadline - self._clock.seconds()),
                                       lambda: answer.called or answer.callback(_TOO_SLOW))
-        read = self._source.read(ids)
+        read = self._source.read(self._rows.held(ids))
         # A late answer is dropped (its failure too: the source has logged it).
         read.addBoth(lambda result: None if answer.called else answer.callback(result))
         try:

@@ -105,7 +105,6 @@ class Enqueuer:
         # schedules planned; a fire at or before it is never enqueued again.
         self._enqueued: dict[str, int] = {}
         self._regressed_at: float | None = None  # last time Redis was seen to have lost our watermarks
-        self.regressions = 0      # watermarks re-asserted
         self._unreplicated = False  # inside an episode of WAIT timing out
 
     @property
@@ -205,7 +204,6 @@ class Enqueuer:
             remembered = self._enqueued.get(schedule_id)
             if remembered is None or (stored is not None and stored >= remembered):
                 return stored
-            self.regressions += 1
         now = self._now()
         if self._regressed_at is None or now - self._regressed_at > REGRESSION_EPISODE_SECS:
             self.log.warn("Redis has lost writes of this daemon: the watermark of {schedule_id} is "

@@ -48,6 +48,11 @@ class Outcome:
 class RowCache(dict):
     """The last row read for each schedule: dispatch falls back on it when SQL is unreachable."""
 
+    def held(self, ids: list[str]) -> list[str]:
+        """`ids` as the equal strings the cache holds already, where it has them: rows built on them
+        (the SQL source does) leave one copy of each ID in the cache, whichever path read them."""
+        return [row.schedule_id if (row := self.get(i)) is not None else i for i in ids]
+
     def zone_counts(self) -> list[dict]:
         """How many known schedules use each (zone, source): the zones this daemon plans in."""
         counts = Counter((row.time_zone, row.zone_source) for row in self.values())
@@ -163,7 +168,7 @@ class Planner(service.Service):
     @defer.inlineCallbacks
     def plan(self, ids: list[str]):
         """Plan or cancel each ID from its current row; fires with {id: Outcome}."""
-        rows = yield self._source.read([self._held(schedule_id) for schedule_id in ids])
+        rows = yield self._source.read(self._rows.held(ids))
         now = self._clock.seconds()
         entries, cancels, outcomes = [], [], {}
         for schedule_id in ids:
@@ -179,12 +184,6 @@ class Planner(service.Service):
         if entries:
             self._on_planned(min(when for _, when in entries))
         return outcomes
-
-    def _held(self, schedule_id: str) -> str:
-        """The equal ID string the row cache holds already, if any: rows built on it (the SQL source
-        does) leave one copy of each ID in the cache, not one from every query that read it."""
-        row = self._rows.get(schedule_id)
-        return row.schedule_id if row is not None else schedule_id
 
     def _plan_one(self, schedule_id: str, row: Schedule | None, now: float) -> Outcome:
         if row is None:

@@ -98,7 +98,7 @@ class ReplyTests(unittest.SynchronousTestCase):
     def test_good_reply(self):
         """{"message": [<bytes as ints>]} holding a job pickle gives those bytes."""
         data = pickled_job(MARKER_FUNCTION, {"a": 1})
-        self.assertEqual(parse_reply(200, reply(data)), data)
+        self.assertEqual(parse_reply(200, reply(data)), (data, MARKER_FUNCTION))
 
     def test_bad_replies(self):
         """403 (with what to check), other codes, not JSON, wrong shapes and bad pickles are refused."""

@@ -19,7 +19,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from btu_twisted.builders import JobSpec, Retry, iso_utc, job_id, job_meta
+from btu_twisted.builders import JobSpec, LocalBuilder, Retry, iso_utc, job_id, job_meta
 from btu_twisted.builders.pickled import PickleError, check_job_pickle
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import Schedule
@@ -44,8 +44,9 @@ def endpoint_url(ip: str, port: int) -> str:
     return f"http://{ip}:{port}{ENDPOINT_PATH}"
 
 
-def parse_reply(code: int, body: bytes) -> bytes:
-    """The pickled job in a reply of the endpoint; raises FetchError naming what is wrong."""
+def parse_reply(code: int, body: bytes) -> tuple[bytes, str]:
+    """The pickled job in a reply of the endpoint and the function it calls; raises FetchError
+    naming what is wrong."""
     if code == 403:
         raise FetchError("HTTP 403 Forbidden: check webserver_token (\"token <api key>:<api secret>\") "
                          "and webserver_host_header")
@@ -61,14 +62,14 @@ def parse_reply(code: int, body: bytes) -> bytes:
         raise FetchError('the reply is not {"message": [<bytes as integers 0-255>]}')
     data = bytes(message)
     try:
-        check_job_pickle(data)
+        return data, check_job_pickle(data)
     except PickleError as e:
         raise FetchError(f"the payload is not a pickled RQ job: {e}") from None
-    return data
 
 
-class BtuWebBuilder:
-    """Jobs whose data is the pickle `get_pickled_task` returns for (task, schedule)."""
+class BtuWebBuilder(LocalBuilder):
+    """Jobs whose data is the pickle `get_pickled_task` returns for (task, schedule); they go to
+    the schedule's queue through `queue_name_template`, as the Rust daemon enqueued them."""
 
     kind = "btu-web"
     log = Logger(observer=OBSERVER)
@@ -76,12 +77,12 @@ class BtuWebBuilder:
     def __init__(self, clock, url: str, token: str, host_header: str | None = None,
                  queue_name_template: str = "{queue_name}", agent=None,
                  fetch_timeout: float = FETCH_TIMEOUT_SECS, reactor=None):
+        super().__init__(queue_name_template)
         self._clock = clock
         self._timeout = fetch_timeout
         self._url = url
         self._token = token
         self._host_header = host_header
-        self._template = queue_name_template
         self._pool = None
         if agent is None:
             reactor = reactor or clock  # the clock tells instants; connections need a reactor
@@ -98,7 +99,7 @@ class BtuWebBuilder:
     @defer.inlineCallbacks
     def _build(self, schedule: Schedule, when: int):
         try:
-            data = yield self._limit.run(self._fetch, schedule)
+            data, func_name = yield self._limit.run(self._fetch, schedule)
         except Exception as e:
             reason = str(e) if isinstance(e, FetchError) else f"{type(e).__name__}: {e}"
             delay = self._next_delay(schedule.schedule_id, when)
@@ -111,7 +112,7 @@ class BtuWebBuilder:
         return JobSpec(
             job_id=job_id(schedule.schedule_id, when),
             queue=self.queue_for(schedule),
-            func=check_job_pickle(data),  # what the job's data calls (rq shows it as func_name)
+            func=func_name,  # what the job's data calls (rq shows it as func_name)
             kwargs={},
             timeout=schedule.max_task_duration,
             description=schedule.description or schedule.task_id,
@@ -119,10 +120,6 @@ class BtuWebBuilder:
             data=data,
             builder=self.kind,
         )
-
-    def queue_for(self, schedule: Schedule) -> str:
-        """The schedule's queue through `queue_name_template` (as the Rust daemon enqueued)."""
-        return self._template.format(queue_name=schedule.queue_name)
 
     @defer.inlineCallbacks
     def _fetch(self, schedule: Schedule):
