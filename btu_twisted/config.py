@@ -477,8 +477,9 @@ def _readable_by_others(path: Path) -> bool:
 def _has_secrets(config: Config) -> bool:
     """True when the file itself holds a secret (a bench's or the environment's are not in it)."""
     def in_file(key: str) -> bool:
-        return config.origins.get(key) == "file" and bool(getattr(config, key))
-    return any(in_file(key) for key in ("mysql_password", "webserver_token", "http_token")) or bool(
+        origin = config.origins.get(key, "")  # ours, or btu_scheduler_py's name for it, in the file
+        return (origin == "file" or origin.endswith("(file)")) and bool(getattr(config, key, None))
+    return any(in_file(key) for key in SECRET_KEYS - {"redis_url"}) or bool(
         in_file("redis_url") and ("@" in config.redis_url or "password=" in config.redis_url))
 
 

@@ -19,7 +19,7 @@ import redis.sentinel
 import txredisapi
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
 from twisted.logger import Logger
 
 from btu_twisted.logs import OBSERVER
@@ -242,6 +242,12 @@ class _TrackedSentinel(txredisapi.Sentinel):
         self._factories = []
         tracker.followers.append(self._drop_others)
 
+    def close(self):
+        """Stop following moves and close the connections to the Sentinels."""
+        if self._drop_others in self._tracker.followers:
+            self._tracker.followers.remove(self._drop_others)
+        return self.disconnect()
+
     def _connect_factory_and_return_handler(self, factory):
         self._factories.append(factory)
         return super()._connect_factory_and_return_handler(factory)
@@ -303,8 +309,18 @@ def txredis_connection(settings: RedisSettings, poolsize: int, clock=None,
             settings.sentinels, tracker or MasterTracker(), clock, username=settings.sentinel_username,
             password=settings.sentinel_password, connectTimeout=REPLY_TIMEOUT_SECS,
             replyTimeout=REPLY_TIMEOUT_SECS)
-        return sentinel.master_for(settings.sentinel_service, factory_class=FollowingFactory,
-                                   dbid=settings.db, isLazy=True, **common)
+        handler = sentinel.master_for(settings.sentinel_service, factory_class=FollowingFactory,
+                                      dbid=settings.db, isLazy=True, **common)
+        close_pool = handler.disconnect
+
+        def disconnect():
+            # The Sentinel client is this pool's own: closing the pool closes it too, so a pool
+            # made again after an outage (the RPC listener's) does not leave one behind.
+            return defer.gatherResults([close_pool(), defer.maybeDeferred(sentinel.close)],
+                                       consumeErrors=True)
+
+        handler.disconnect = disconnect
+        return handler
     common.update(reconnect=True, connectTimeout=REPLY_TIMEOUT_SECS)
     if settings.path:
         return txredisapi.makeUnixConnection(settings.path, settings.db, isLazy=True,

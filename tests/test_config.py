@@ -344,6 +344,14 @@ class FileTests(unittest.SynchronousTestCase):
         self.assertEqual(len(warnings), 1)
         self.assertIn(f"chmod o-rwx {self.path}", warnings[0])
 
+    def test_world_readable_secret_of_any_kind_warns(self):
+        """Every secret key counts: a Sentinel password, or btu_scheduler_py's sql_password, too."""
+        for text in ('redis_sentinels = ["127.0.0.1:26379"]\nredis_sentinel_password = "s3cr3t"\n',
+                     'sql_password = "s3cr3t"\n'):
+            _, warnings = load(self.write(MINIMAL + text, 0o644))
+            self.assertEqual(len(warnings), 1, (text, warnings))
+            self.assertIn(f"chmod o-rwx {self.path}", warnings[0])
+
     def test_private_file_no_warning(self):
         """The same file readable only by its owner and group gives no warning."""
         _, warnings = load(self.write(RUST_SAMPLE, 0o640))
