@@ -47,41 +47,57 @@ class Setting:
 
 @dataclass(frozen=True)
 class Bench:
-    """What discovery found: the site served and its settings by config key."""
+    """What discovery found: the served site (None when the daemon serves several), every site of
+    the bench, and the settings by config key (the site's too when one is served)."""
 
     path: Path
-    site: str
+    site: str | None
     sites: tuple[str, ...]
     frappe_version: str
     settings: dict[str, Setting]
+    default_site: str | None = None  # currentsite.txt, else default_site: keeps socket_path itself
 
 
 def discover(path: str | os.PathLike, wanted: tuple[str, ...] = (), explicit_site: str | None = None) -> Bench:
-    """Read the bench at `path` and return the settings for its one served site.
+    """Read the bench at `path` and return its settings.
 
-    The site is `explicit_site` (frappe_site), else the only name in `wanted` (--site /
-    frappe_sites), else currentsite.txt, else common_site_config's `default_site`, else the only
-    site on the bench.
+    One site is served when `explicit_site` (frappe_site) or a single name in `wanted` (--site /
+    frappe_sites) names it, or when the bench has only one site; otherwise the daemon serves
+    several (the names in `wanted`, else every site), each read by `site_settings`, and only the
+    settings they share (Redis, queue names) are returned.
     """
     root = Path(path).expanduser()
     if not (root / "sites").is_dir():
         raise BenchError(f"frappe_bench_path: {root} is not a Frappe bench (it has no sites/ directory)")
     common = _read_json(root, COMMON_CONFIG)
-    sites = _site_names(root)
-    site, site_origin = _choose_site(root, common, sites, wanted, explicit_site)
+    sites = site_names(root)
+    version = _frappe_version(root)
+    site, site_origin = _choose_site(root, sites, wanted, explicit_site)
+    default = _default_site(root, common, sites)
+    if site is None:  # several sites: each must be readable now, so a broken one stops start-up
+        for name in wanted or sites:
+            site_settings(root, _known(root, name, sites, "--site / frappe_sites"), common)
+        return Bench(root, None, sites, version, shared_settings(root, common, {}, version), default)
     site_file = f"sites/{site}/site_config.json"
     own = _read_json(root, site_file)
-    version = _frappe_version(root)
-    bench_id = common.get("bench_id") or str(root.resolve()).strip("/").replace("/", "-")
+    settings = {"frappe_site": Setting(site, site_origin), **site_settings(root, site, common, own),
+                **shared_settings(root, common, own, version, site_file)}
+    return Bench(root, site, sites, version, settings, default)
+
+
+def site_settings(root: Path, site: str, common: dict | None = None, own: dict | None = None) -> dict[str, Setting]:
+    """The database settings of one site: its site_config.json over common_site_config.json."""
+    site_file = f"sites/{site}/site_config.json"
+    common = _read_json(root, COMMON_CONFIG) if common is None else common
+    own = _read_json(root, site_file) if own is None else own
+    conf = {**common, **own}  # Frappe's get_site_config: the site's own keys win
 
     def where(key: str) -> str:
         return f"bench {site_file}" if key in own else f"bench {COMMON_CONFIG}"
 
-    conf = {**common, **own}  # Frappe's get_site_config: the site's own keys win
-    settings = {"frappe_site": Setting(site, site_origin)}
     if not conf.get("db_name"):
         raise BenchError(f"{root / site_file}: db_name is missing (the site's database name)")
-    settings["mysql_database"] = Setting(_text(root, site_file, conf, "db_name"), where("db_name"))
+    settings = {"mysql_database": Setting(_text(root, site_file, conf, "db_name"), where("db_name"))}
     user_key = "db_user" if conf.get("db_user") else "db_name"  # Frappe's default user is the db name
     settings["mysql_user"] = Setting(_text(root, site_file, conf, user_key), where(user_key))
     for key, target in (("db_password", "mysql_password"), ("db_host", "mysql_host"),
@@ -90,19 +106,32 @@ def discover(path: str | os.PathLike, wanted: tuple[str, ...] = (), explicit_sit
             settings[target] = Setting(_text(root, site_file, conf, key), where(key))
     if conf.get("db_port"):
         settings["mysql_port"] = Setting(_port(root / site_file, conf["db_port"]), where("db_port"))
+    return settings
+
+
+def shared_settings(root: Path, common: dict, own: dict, version: str,
+                    site_file: str = "") -> dict[str, Setting]:
+    """The RQ Redis and queue naming (common to the bench's sites; `own` is the served site's file,
+    whose keys win when one site is served)."""
+    conf = {**common, **own}
+    bench_id = common.get("bench_id") or str(root.resolve()).strip("/").replace("/", "-")
+
+    def where(key: str) -> str:
+        return f"bench {site_file}" if key in own else f"bench {COMMON_CONFIG}"
+
     if not conf.get("redis_queue"):
         raise BenchError(f"{root / COMMON_CONFIG}: redis_queue is missing (the RQ Redis URL, e.g. "
                          "\"redis://127.0.0.1:11000\")")
     url = _text(root, COMMON_CONFIG, conf, "redis_queue")
     if conf.get("use_rq_auth"):
         url = _with_credentials(url, conf.get("rq_username") or bench_id, conf.get("rq_password"))
-    settings["redis_url"] = Setting(url, where("redis_queue"))
+    settings = {"redis_url": Setting(url, where("redis_queue"))}
     if _major(version) >= FIRST_PREFIXED_VERSION:
         template = bench_id.replace("{", "{{").replace("}", "}}") + ":{queue_name}"
         settings["queue_name_template"] = Setting(template, f"bench {VERSION_FILE} (Frappe {version})")
     if conf.get(SENTINEL_ENABLED):
         settings.update(_sentinel_settings(root, conf, where))
-    return Bench(root, site, sites, version, settings)
+    return settings
 
 
 def _sentinel_settings(root: Path, conf: dict, where) -> dict[str, Setting]:
@@ -149,36 +178,36 @@ def _read_json(root: Path, relative: str) -> dict:
     return data
 
 
-def _site_names(root: Path) -> tuple[str, ...]:
+def site_names(root: Path) -> tuple[str, ...]:
     """The bench's sites: directories under sites/ that hold a site_config.json."""
     return tuple(sorted(entry.name for entry in (root / "sites").iterdir()
                         if (entry / "site_config.json").is_file()))
 
 
-def _choose_site(root: Path, common: dict, sites: tuple[str, ...], wanted: tuple[str, ...],
-                 explicit: str | None) -> tuple[str, str]:
-    """(site, where the choice came from)."""
+def _choose_site(root: Path, sites: tuple[str, ...], wanted: tuple[str, ...],
+                 explicit: str | None) -> tuple[str | None, str]:
+    """(the one site served, where the choice came from), or (None, "") when several are served."""
     if explicit:
         return _known(root, explicit, sites, "frappe_site"), "frappe_site"
-    if len(wanted) > 1:
-        raise BenchError(f"frappe_sites: {', '.join(wanted)}: one daemon serves one site for now, and "
-                         "one site per Redis (README: Quick start for Frappe benches); choose one --site")
-    if wanted:
+    if len(wanted) == 1:
         return _known(root, wanted[0], sites, "--site / frappe_sites"), "--site / frappe_sites"
+    if not sites:
+        raise BenchError(f"{root / 'sites'}: no site (no sites/<name>/site_config.json)")
+    if len(sites) == 1 and not wanted:
+        return sites[0], "the only site of the bench"
+    return None, ""
+
+
+def _default_site(root: Path, common: dict, sites: tuple[str, ...]) -> str | None:
+    """The bench's default site: currentsite.txt, else common_site_config's `default_site`."""
     current = root / CURRENT_SITE
     if current.is_file():
         name = current.read_text(encoding="utf-8").strip()
         if name:
-            return _known(root, name, sites, str(current)), f"bench {CURRENT_SITE}"
+            return _known(root, name, sites, str(current))
     if common.get("default_site"):
-        return (_known(root, common["default_site"], sites, f"{root / COMMON_CONFIG}: default_site"),
-                f"bench {COMMON_CONFIG} default_site")
-    if len(sites) == 1:
-        return sites[0], "the only site of the bench"
-    if not sites:
-        raise BenchError(f"{root / 'sites'}: no site (no sites/<name>/site_config.json)")
-    raise BenchError(f"{root / 'sites'}: {len(sites)} sites ({', '.join(sites)}) and no currentsite.txt "
-                     "or default_site: choose one with --site NAME (or frappe_site)")
+        return _known(root, common["default_site"], sites, f"{root / COMMON_CONFIG}: default_site")
+    return None
 
 
 def _known(root: Path, name: str, sites: tuple[str, ...], named_by: str) -> str:
@@ -236,7 +265,8 @@ def _with_credentials(url: str, username: str, password: str | None) -> str:
 def fill(values: dict[str, Any], origins: dict[str, str]) -> None:
     """Set every key the bench knows and `values` lacks (explicit keys win).
 
-    Does nothing without `frappe_bench_path`; `origins` records "bench <file>" for each key set.
+    Does nothing without `frappe_bench_path`; `origins` records "bench <file>" for each key set;
+    `serves_bench` says whether several sites are served (each then read by `site_settings`).
     """
     path = values.get("frappe_bench_path")
     if not path:
@@ -246,3 +276,4 @@ def fill(values: dict[str, Any], origins: dict[str, str]) -> None:
         if key not in values:
             values[key] = setting.value
             origins[key] = setting.origin
+    values["serves_bench"] = found.site is None

@@ -59,7 +59,7 @@ class Commands:
     """Handlers bound to the running daemon's parts."""
 
     def __init__(self, clock, queue, store, refresher, stats, config, control=None, rows=None,
-                 source: str | None = None):
+                 source: str | None = None, site: str | None = None, clock_stats=None):
         self._clock = clock
         self._rows = rows if rows is not None else RowCache()  # the planner's: each schedule's zone
         self._queue = queue
@@ -69,7 +69,8 @@ class Commands:
         self._config = config
         self.control = control  # the ControlFactory, set once built (for its connection count)
         self._source = source   # where schedules come from ("MariaDB", "schedule file <path>")
-
+        self.site = site        # the site, when the daemon serves several
+        self._clock_stats = clock_stats or stats  # where ClockWatch reports the clock
     def handlers(self) -> dict:
         """request_type -> handler, as ControlFactory expects."""
         return {
@@ -123,7 +124,7 @@ class Commands:
             "sql": self._stats.sql.as_dict(),
             "redis": self._stats.redis.as_dict(),
             "redis_master": self._stats.redis_master.as_dict() if self._stats.redis_master else None,
-            "clock": self._stats.clock,
+            "clock": self._clock_stats.clock,
             "socket_connections": self.control.open_connections if self.control else None,
             "source": self._source,
             "planned_schedules": None,
@@ -131,6 +132,8 @@ class Commands:
             "zones": self._rows.zone_counts(),
             "settings_from": dict(sorted(self._config.origins.items())),  # where, never the values
         }
+        if self.site is not None:
+            report["site"] = self.site
         try:
             report["planned_schedules"] = yield self._store.count()
             earliest = yield self._store.earliest()
@@ -158,19 +161,25 @@ class Commands:
 
     def preview_cron(self, content) -> str:
         """JSON of the next fires of {"cron_string", "time_zone", "count"}, marking DST neighbours."""
-        if not isinstance(content, dict):
-            raise RequestError('request_content must be {"cron_string": ..., "time_zone": ..., "count": N}')
-        expression, zone = content.get("cron_string"), content.get("time_zone", self._config.time_zone_string)
-        if not isinstance(expression, str) or not isinstance(zone, str):
-            raise RequestError("cron_string and time_zone must be strings")
-        count = _count(content.get("count"), 10)
-        after = datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
-        try:
-            fires = cron.preview(expression, zone, after, count)
-        except cron.CronError as e:
-            raise RequestError(str(e)) from None
-        return json.dumps([{"utc": f.utc.strftime("%Y-%m-%dT%H:%M:%SZ"), "local": f.local.isoformat(),
-                            "note": f.note} for f in fires])
+        return preview_cron(content, self._clock.seconds(), self._config.time_zone_string)
+
+
+def preview_cron(content, now: float, default_zone: str) -> str:
+    """The `preview_cron` reply: the next fires after `now` (unix seconds) in the request's zone,
+    else `default_zone`."""
+    if not isinstance(content, dict):
+        raise RequestError('request_content must be {"cron_string": ..., "time_zone": ..., "count": N}')
+    expression, zone = content.get("cron_string"), content.get("time_zone", default_zone)
+    if not isinstance(expression, str) or not isinstance(zone, str):
+        raise RequestError("cron_string and time_zone must be strings")
+    count = _count(content.get("count"), 10)
+    after = datetime.fromtimestamp(now, timezone.utc)
+    try:
+        fires = cron.preview(expression, zone, after, count)
+    except cron.CronError as e:
+        raise RequestError(str(e)) from None
+    return json.dumps([{"utc": f.utc.strftime("%Y-%m-%dT%H:%M:%SZ"), "local": f.local.isoformat(),
+                        "note": f.note} for f in fires])
 
 
 def _fire_entry(member: str, score: float, rows) -> dict:

@@ -93,7 +93,7 @@ class Config:
     http_token: str | None = _secret()    # Bearer token for actions (run now); none: read-only
     # --- bench discovery (issue 9) ---
     frappe_bench_path: str | None = None  # a Frappe bench whose files supply the unset keys (bench.py)
-    frappe_sites: tuple[str, ...] = ()    # its site to serve (one for now); default currentsite.txt
+    frappe_sites: tuple[str, ...] = ()    # its sites to serve; default: every site (one: the Rust layout)
     # --- Redis connections: Sentinel, durable claims, TLS, ACL users (issue 12) --------------
     redis_sentinels: tuple[str, ...] = ()       # "host:port" of each Sentinel; empty: no Sentinel
     redis_sentinel_service: str = "mymaster"    # the master's name in the Sentinels
@@ -113,6 +113,8 @@ class Config:
     # Not a key: {key: "file" | "environment BTU_SCHEDULER_X" | "alias ..." | "command line"};
     # keys absent from it have their default. Shown by the start-up log, never with values.
     origins: dict = field(default_factory=dict, compare=False, repr=False, metadata={"setting": False})
+    # Not a key: several sites of the bench are served (set by bench discovery; sites/).
+    serves_bench: bool = field(default=False, metadata={"setting": False})
 
     @property
     def effective_redis_url(self) -> str:
@@ -225,7 +227,7 @@ def _validate(config: Config) -> None:
     if config.redis_url is not None and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis_url: must start with redis://, rediss:// or unix://")
     _validate_builders(config)
-    if config.uses_sql:
+    if config.uses_sql and not config.serves_bench:  # several sites: each from its own files
         for key in ("mysql_user", "mysql_database"):
             if not getattr(config, key):
                 raise ConfigError(f"{key}: required unless schedule_file is set")
@@ -248,6 +250,16 @@ def _validate_bench(config: Config) -> None:
         raise ConfigError("frappe_sites: a site name is empty")
     if config.frappe_sites and not config.frappe_bench_path:
         raise ConfigError("frappe_sites: needs frappe_bench_path (the bench the sites belong to)")
+    if config.serves_bench:
+        if "mysql_database" in config.origins:
+            raise ConfigError("mysql_database: names one database, but the daemon serves several sites "
+                              "of the bench (each from its own site_config.json): drop it, or serve one "
+                              "site with --site NAME / frappe_site")
+        if not config.uses_sql:
+            raise ConfigError("schedule_file: a daemon serving several sites reads each site's database")
+        if config.http_port is not None:
+            raise ConfigError("http_port: the dashboard serves one site; with several sites, serve "
+                              "the one to watch with its own daemon (--site NAME) or leave http_port unset")
 
 
 FRAPPE_SITE_HINT = ('set frappe_site = "<site name>" (the directory under sites/, e.g. "erp.example.com"; '
@@ -258,7 +270,7 @@ def _validate_builders(config: Config) -> None:
     """job_builder is known, and what the chosen builder needs is set (`auto` checks at run time)."""
     if config.job_builder not in JOB_BUILDERS:
         raise ConfigError(f"job_builder: {config.job_builder!r} is not one of {', '.join(JOB_BUILDERS)}")
-    if config.job_builder in ("btu", "frappe") and not config.effective_frappe_site:
+    if config.job_builder in ("btu", "frappe") and not config.effective_frappe_site and not config.serves_bench:
         raise ConfigError(f"frappe_site: required when job_builder is {config.job_builder!r}: "
                           f"{FRAPPE_SITE_HINT}")
     if config.job_builder == "btu-web" and not config.webserver_token:
@@ -426,6 +438,19 @@ def redact_url(url: str) -> str:
     head, at, tail = url.rpartition("@")
     url = f"{head.split('//')[0]}//***@{tail}" if at else url
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+def for_site(config: Config, site: str, settings: Mapping[str, Any], socket_path: str) -> Config:
+    """The configuration of one of several served sites, checked like any: its discovered database
+    settings (bench.site_settings; keys set explicitly still win, as everywhere), jobs on `site`,
+    btu-web's Host header `site` (Frappe picks the site by it) and the site's control socket."""
+    values = {key: setting.value for key, setting in settings.items() if key not in config.origins}
+    origins = {**config.origins, **{key: settings[key].origin for key in values},
+               "frappe_site": "bench sites/", "webserver_host_header": "bench sites/"}
+    site_config = dataclasses.replace(config, **values, frappe_site=site, webserver_host_header=site,
+                                      socket_path=socket_path, serves_bench=False, origins=origins)
+    _validate(site_config)
+    return site_config
 
 
 def replace(config: Config, **changes: Any) -> Config:

@@ -23,7 +23,7 @@ from btu_twisted.cron import CronError
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import ScheduleError
-from btu_twisted.store import SCHEDULE_KEY, describe_error, split_member
+from btu_twisted.store import describe_error, split_member
 
 # Errors that mean "Redis is unreachable right now" (logged once per outage, not as a traceback).
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
@@ -195,7 +195,7 @@ class Dispatcher(service.Service):
                 # and never waited for (a text time ahead of its score would hold the enqueue
                 # thread, and shutdown, until then).
                 self.log.warn("dropping member {member!r} of {key}: {problem}", member=member[:200],
-                              key=SCHEDULE_KEY, problem=problem)
+                              key=self._store.layout.schedule_key, problem=problem)
                 malformed.append(member)
                 continue
             schedule_id, when = parsed

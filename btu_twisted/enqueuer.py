@@ -30,7 +30,8 @@ from btu_twisted import history
 from btu_twisted.builders import JobSpec, iso_utc
 from btu_twisted.logs import OBSERVER
 from btu_twisted.redis_connections import RedisSettings, redis_py_client, settings_for_url
-from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY, make_member
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
+from btu_twisted.store import make_member
 
 SOCKET_TIMEOUT_SECS = 5
 WATERMARK_TTL_SECS = 8 * 24 * 3600  # far longer than any window in which a fire could be replayed
@@ -83,13 +84,15 @@ class Enqueuer:
 
     def __init__(self, redis_settings: RedisSettings | str, now=time.time, sleep=None,
                  min_replicas: int = 0, replicas_timeout_secs: float = 0.5,
-                 max_skew_secs: float = 2.0, on_distrusted=lambda schedule_id, watermark, now: None):
+                 max_skew_secs: float = 2.0, on_distrusted=lambda schedule_id, watermark, now: None,
+                 layout: KeyLayout = SINGLE_SITE):
         """`now` tells instants (Redis time in the daemon: `clock.RedisClock.seconds`); a watermark
         more than `max_skew_secs` ahead of it was left by a fast clock and is not trusted, and
-        `on_distrusted` (called in the enqueue thread) reports it."""
+        `on_distrusted` (called in the enqueue thread) reports it. `layout` names the site's keys."""
         if isinstance(redis_settings, str):
             redis_settings = settings_for_url(redis_settings)
         self._settings = redis_settings
+        self._layout = layout
         self._now = now
         # An Event's timed wait, not time.sleep: that one is clock_nanosleep, which libfaketime
         # (the clock-step tests' tool) fails with EINVAL when the monotonic clock is left real.
@@ -128,7 +131,7 @@ class Enqueuer:
         retry then sees its watermark.
         """
         jobs = {fire.member: self._create(fire.job) for fire in fires if fire.job is not None}
-        keys = [LAST_FIRE_PREFIX + fire.schedule_id for fire in fires]
+        keys = [self._layout.last_fire_prefix + fire.schedule_id for fire in fires]
         for _ in range(MAX_ATTEMPTS):
             try:
                 return self._transact(fires, jobs, keys, not_before)
@@ -188,11 +191,11 @@ class Enqueuer:
                     pipe.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
                 pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
                 coalesced = fire.planned if fire.planned not in (None, fire.when) else None
-                history.append(pipe, fire.schedule_id,
+                history.append(pipe, self._layout, fire.schedule_id,
                                history.entry(fire.when, fire.job, late, coalesced_from=coalesced))
                 outcomes.append(ENQUEUED)
             advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
-        pipe.eval(ADVANCE_SCRIPT, 2, SCHEDULE_KEY, PLANNED_KEY, *advance)
+        pipe.eval(ADVANCE_SCRIPT, 2, self._layout.schedule_key, self._layout.planned_key, *advance)
         pipe.execute()
         return outcomes
 
@@ -253,7 +256,7 @@ class Enqueuer:
             pipe.multi()
             self._queue(spec.queue).enqueue_many([job], pipeline=pipe)
             if schedule_id is not None:
-                history.append(pipe, schedule_id, history.entry(when, spec, 0.0, manual=True))
+                history.append(pipe, self._layout, schedule_id, history.entry(when, spec, 0.0, manual=True))
             pipe.execute()
         return True
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 
-HISTORY_PREFIX = "btu_scheduler:history:"
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
+
+HISTORY_PREFIX = SINGLE_SITE.history_prefix
 HISTORY_LENGTH = 50                  # entries kept per schedule
 HISTORY_TTL_SECS = 90 * 24 * 3600    # a deleted schedule's history goes after 90 days of no fires
 
 
-def history_key(schedule_id: str) -> str:
-    """The Redis key of one schedule's history."""
-    return HISTORY_PREFIX + schedule_id
+def history_key(schedule_id: str, layout: KeyLayout = SINGLE_SITE) -> str:
+    """The Redis key of one schedule's history (of one site's, when several are served)."""
+    return layout.history_prefix + schedule_id
 
 
 def entry(when: int, job, late_secs: float, manual: bool = False,
@@ -31,17 +33,18 @@ def entry(when: int, job, late_secs: float, manual: bool = False,
     return json.dumps(record, sort_keys=True)
 
 
-def append(pipe, schedule_id: str, record: str) -> None:
+def append(pipe, layout: KeyLayout, schedule_id: str, record: str) -> None:
     """Queue, on a redis-py pipeline, the commands that add `record` and cap the list."""
-    key = history_key(schedule_id)
+    key = history_key(schedule_id, layout)
     pipe.lpush(key, record)
     pipe.ltrim(key, 0, HISTORY_LENGTH - 1)
     pipe.expire(key, HISTORY_TTL_SECS)
 
 
-def read(connection, schedule_id: str, count: int = HISTORY_LENGTH) -> list[dict]:
+def read(connection, schedule_id: str, count: int = HISTORY_LENGTH,
+         layout: KeyLayout = SINGLE_SITE) -> list[dict]:
     """The last `count` entries of a schedule, newest first (blocking redis-py call)."""
-    return [parse(raw) for raw in connection.lrange(history_key(schedule_id), 0, count - 1)]
+    return [parse(raw) for raw in connection.lrange(history_key(schedule_id, layout), 0, count - 1)]
 
 
 def parse(raw: bytes | str) -> dict:

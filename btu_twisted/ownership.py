@@ -19,8 +19,9 @@ from twisted.logger import Logger, LogLevel
 
 from btu_twisted.logs import OBSERVER
 from btu_twisted.redis_connections import redis_py_client
+from btu_twisted.sites.layout import SINGLE_SITE
 
-OWNER_KEY = "btu_scheduler:owner"
+OWNER_KEY = SINGLE_SITE.owner_key
 CHECK_TIMEOUT_SECS = 5.0  # the start-up check gives up on an unreachable Redis after this
 
 # Claim the key when absent; returns its owner either way (one round trip, atomic).
@@ -39,18 +40,20 @@ def identity(config) -> str:
     return f"database:{config.mysql_database}"
 
 
-def refusal(owner: str, ours: str, site: str | None) -> str:
+def refusal(owner: str, ours: str, site: str | None, key: str = OWNER_KEY) -> str:
     """The message of a daemon that finds the layout owned by `owner`."""
     served = f" (site {site})" if site else ""
-    return (f"Redis key {OWNER_KEY} says its btu_scheduler: keys belong to {owner}, but this daemon "
-            f"reads {ours}{served}. Two daemons for different sites on one Redis would delete each "
-            "other's schedules (their IDs repeat across sites), so this one does not start. One daemon "
-            "serves one site per Redis: give the other site its own Redis (its own redis_queue, which "
-            f"its RQ workers use too). If {owner} is gone for good, delete the key: "
-            f"redis-cli DEL {OWNER_KEY}")
+    keys = key.removesuffix("owner")
+    return (f"Redis key {key} says its {keys} keys belong to {owner}, but this daemon "
+            f"reads {ours}{served}. Two daemons for different sites on one layout would delete each "
+            "other's schedules (their IDs repeat across sites), so this one does not start. To serve "
+            "both sites, run one daemon for their bench, which keeps each site's keys apart: "
+            "twistd -n btu --bench PATH (every site) or --bench PATH --site A --site B; or give the "
+            "other site its own Redis (its own redis_queue, which its RQ workers use too). If "
+            f"{owner} is gone for good, delete the key: redis-cli DEL {key}")
 
 
-def check_at_start(redis_settings, ours: str, site: str | None) -> bool:
+def check_at_start(redis_settings, ours: str, site: str | None, key: str = OWNER_KEY) -> bool:
     """Claim or verify ownership, blocking (before twistd forks, no reactor is running).
 
     Returns False when Redis is unreachable (the guard's loop checks once it answers); raises
@@ -58,22 +61,22 @@ def check_at_start(redis_settings, ours: str, site: str | None) -> bool:
     """
     client = redis_py_client(redis_settings, socket_timeout=CHECK_TIMEOUT_SECS)
     try:
-        owner = client.eval(CLAIM_SCRIPT, 1, OWNER_KEY, ours)
+        owner = client.eval(CLAIM_SCRIPT, 1, key, ours)
     except redis.RedisError:
         return False
     finally:
         client.close()
     owner = owner.decode("utf-8") if isinstance(owner, bytes) else owner
     if owner != ours:
-        raise OwnershipError(refusal(owner, ours, site))
+        raise OwnershipError(refusal(owner, ours, site, key))
     return True
 
 
-def refuse_or_claim(config, redis_settings) -> bool:
+def refuse_or_claim(config, redis_settings, key: str = OWNER_KEY) -> bool:
     """The start-up check of makeService: exit 1 with one line when another database owns the
-    layout; returns whether Redis answered."""
+    layout (`key`: the owner key of the site's layout); returns whether Redis answered."""
     try:
-        return check_at_start(redis_settings, identity(config), config.effective_frappe_site)
+        return check_at_start(redis_settings, identity(config), config.effective_frappe_site, key)
     except OwnershipError as e:
         sys.stderr.write(f"btu: {e}\n")
         raise SystemExit(1) from None
@@ -85,10 +88,12 @@ class OwnershipGuard(service.Service):
 
     log = Logger(observer=OBSERVER)
 
-    def __init__(self, clock, run_script, config, stop, checked: bool):
+    def __init__(self, clock, run_script, config, stop, checked: bool, key: str = OWNER_KEY):
         """`run_script(script, keys, args)` is the store's Deferred-returning eval; `stop()` ends the
-        daemon; `checked` says whether the start-up check reached Redis."""
+        daemon; `checked` says whether the start-up check reached Redis; `key` is the layout's
+        owner key."""
         self._clock = clock
+        self._key = key
         self._run_script = run_script
         self._ours = identity(config)
         self._site = config.effective_frappe_site
@@ -100,7 +105,7 @@ class OwnershipGuard(service.Service):
     def startService(self):
         super().startService()
         if not self._checked:
-            self.log.warn("Redis unreachable at start-up: {key} is checked once it answers", key=OWNER_KEY)
+            self.log.warn("Redis unreachable at start-up: {key} is checked once it answers", key=self._key)
         self._loop = task.LoopingCall(self.check)
         self._loop.clock = self._clock
         self._loop.start(self._interval, now=not self._checked)
@@ -112,16 +117,16 @@ class OwnershipGuard(service.Service):
 
     def check(self):
         """One claim-or-verify; an unreachable Redis is left to the store's outage logging."""
-        d = self._run_script(CLAIM_SCRIPT, [OWNER_KEY], [self._ours])
+        d = self._run_script(CLAIM_SCRIPT, [self._key], [self._ours])
         d.addCallbacks(self._verify, self._failed)
         return d
 
     def _failed(self, failure) -> None:
         # Outages are logged once by the store's users; keep the detail at DEBUG and try again.
-        self.log.failure("ownership check of {key} failed", failure, level=LogLevel.debug, key=OWNER_KEY)
+        self.log.failure("ownership check of {key} failed", failure, level=LogLevel.debug, key=self._key)
 
     def _verify(self, owner) -> None:
         if owner == self._ours or not self.running:
             return
-        self.log.critical("{problem}", problem=refusal(owner, self._ours, self._site))
+        self.log.critical("{problem}", problem=refusal(owner, self._ours, self._site, self._key))
         self._stop()

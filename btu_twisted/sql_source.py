@@ -196,3 +196,16 @@ def _in_progress_tasks(cursor, task_ids: list[str]) -> set[str]:
             return set()
         raise
     return {row[0] for row in cursor.fetchall()}
+
+
+def has_btu_tables(config) -> bool:
+    """Whether the site's database holds BTU's tables (blocking): a bench's sites without BTU
+    installed are not served."""
+    connection = pymysql.connect(**connect_kwargs(config))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+                           "AND table_name = %s", ("tabBTU Task Schedule",))
+            return cursor.fetchone()[0] > 0
+    finally:
+        connection.close()

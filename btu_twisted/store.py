@@ -4,6 +4,8 @@
 `btu_scheduler:task_execution_times` keeps the Rust daemon's layout (member "<id>|<unix>", score
 <unix>) with exactly one member per planned schedule; `btu_scheduler:planned` maps each schedule to
 its member so re-planning and cancelling touch exactly that schedule, atomically (Lua).
+Serving several sites of a bench, each site's store has the same keys under `btu_scheduler:site:<site>:`
+(sites/layout.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from twisted.internet import defer
 
 from btu_twisted.redis_connections import (REPLY_TIMEOUT_SECS, RedisSettings, WritesRefused,
                                            settings_for_url, txredis_connection)
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 
-SCHEDULE_KEY = "btu_scheduler:task_execution_times"
-PLANNED_KEY = "btu_scheduler:planned"
-LAST_FIRE_PREFIX = "btu_scheduler:last_fire:"
-REFRESHED_KEY = "btu_scheduler:refreshed"
+# The single-site layout (the Rust daemon's); a store serving one of several sites has its own.
+SCHEDULE_KEY = SINGLE_SITE.schedule_key
+PLANNED_KEY = SINGLE_SITE.planned_key
+LAST_FIRE_PREFIX = SINGLE_SITE.last_fire_prefix
+REFRESHED_KEY = SINGLE_SITE.refreshed_key
 POOL_SIZE = 2
 
 # Set each schedule's member to "<id>|<ts>", replacing its previous one; a member already due
@@ -101,8 +105,9 @@ class ScheduleStore:
     """Plan, cancel and read the schedule sorted set; every method returns a Deferred."""
 
     def __init__(self, clock, redis: RedisSettings | str | None = None, connection=None,
-                 master_tracker=None):
+                 master_tracker=None, layout: KeyLayout = SINGLE_SITE):
         self._clock = clock
+        self.layout = layout  # whose keys: the single-site layout, or one site's of several
         self._settings = settings_for_url(redis) if isinstance(redis, str) else redis
         self._redis = connection
         self._tracker = master_tracker
@@ -131,13 +136,13 @@ class ScheduleStore:
         args = [str(int(now))]
         for schedule_id, when in entries:
             args += [schedule_id, str(int(when))]
-        return self._call("eval", PLAN_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], args)
+        return self._call("eval", PLAN_SCRIPT, [self.layout.schedule_key, self.layout.planned_key], args)
 
     def cancel(self, schedule_ids: list[str]) -> defer.Deferred:
         """Remove exactly these schedules' members; fires with how many members were removed."""
         if not schedule_ids:
             return defer.succeed(0)
-        return self._call("eval", CANCEL_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], list(schedule_ids))
+        return self._call("eval", CANCEL_SCRIPT, [self.layout.schedule_key, self.layout.planned_key], list(schedule_ids))
 
     def run_script(self, script: str, keys: list[str], args: list[str]) -> defer.Deferred:
         """Evaluate a Lua script of another module's own btu_scheduler: keys (ownership.py)."""
@@ -147,13 +152,13 @@ class ScheduleStore:
         """Remove those of `members` that are not the planned member of their schedule."""
         if not members:
             return defer.succeed(0)
-        return self._call("eval", STRAYS_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], list(members))
+        return self._call("eval", STRAYS_SCRIPT, [self.layout.schedule_key, self.layout.planned_key], list(members))
 
     def remove_members(self, members: list[str]) -> defer.Deferred:
         """Remove exactly `members` (malformed ones, which no schedule can own)."""
         if not members:
             return defer.succeed(0)
-        return self._call("zrem", SCHEDULE_KEY, *members)
+        return self._call("zrem", self.layout.schedule_key, *members)
 
     @defer.inlineCallbacks
     def _writable(self, read: defer.Deferred):
@@ -171,33 +176,33 @@ class ScheduleStore:
     @defer.inlineCallbacks
     def earliest(self):
         """(member, score) of the next fire, or None when nothing is planned (checks writability)."""
-        found = yield self._writable(self._call("zrange", SCHEDULE_KEY, 0, 0, withscores=True))
+        found = yield self._writable(self._call("zrange", self.layout.schedule_key, 0, 0, withscores=True))
         return (found[0][0], found[0][1]) if found else None
 
     @defer.inlineCallbacks
     def due(self, until: float, limit: int):
         """[(member, score)] of members due at or before `until`, earliest first (checks writability)."""
-        found = yield self._writable(self._call("zrangebyscore", SCHEDULE_KEY, "-inf", until,
+        found = yield self._writable(self._call("zrangebyscore", self.layout.schedule_key, "-inf", until,
                                                 withscores=True, offset=0, count=limit))
         return [(member, score) for member, score in found]
 
     @defer.inlineCallbacks
     def upcoming(self, count: int):
         """[(member, score)] of the next `count` fires."""
-        found = yield self._call("zrange", SCHEDULE_KEY, 0, count - 1, withscores=True)
+        found = yield self._call("zrange", self.layout.schedule_key, 0, count - 1, withscores=True)
         return [(member, score) for member, score in found]
 
     def members(self) -> defer.Deferred:
         """Every member of the schedule set."""
-        return self._call("zrange", SCHEDULE_KEY, 0, -1)
+        return self._call("zrange", self.layout.schedule_key, 0, -1)
 
     def planned(self) -> defer.Deferred:
         """The planned-member map {schedule_id: member}."""
-        return self._call("hgetall", PLANNED_KEY)
+        return self._call("hgetall", self.layout.planned_key)
 
     def count(self) -> defer.Deferred:
         """How many fires are planned."""
-        return self._call("zcard", SCHEDULE_KEY)
+        return self._call("zcard", self.layout.schedule_key)
 
     def server_time(self) -> defer.Deferred:
         """Redis `TIME`: [unix seconds, microseconds], the clock every daemon sharing Redis agrees on."""
@@ -205,12 +210,12 @@ class ScheduleStore:
 
     def mark_refreshed(self, when: float) -> defer.Deferred:
         """Leave the marker of a completed full refresh (its start time, unix seconds)."""
-        return self._call("set", REFRESHED_KEY, int(when))
+        return self._call("set", self.layout.refreshed_key, int(when))
 
     @defer.inlineCallbacks
     def refresh_marked(self):
         """Whether the marker of a completed full refresh is still in Redis."""
-        found = yield self._call("exists", REFRESHED_KEY)
+        found = yield self._call("exists", self.layout.refreshed_key)
         return bool(found)
 
     def close(self) -> defer.Deferred | None:

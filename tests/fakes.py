@@ -10,6 +10,7 @@ from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED
 from btu_twisted.schedules import Schedule
 from btu_twisted.store import make_member, split_member
 from btu_twisted.redis_connections import settings_for_url
+from btu_twisted.sites.layout import SINGLE_SITE
 
 
 def schedule(schedule_id="TS-000001", cron="0 3 * * *", enabled=True, zone="UTC", **fields) -> Schedule:
@@ -49,6 +50,7 @@ class FakeStore:
     """The schedule set as {member: score} plus the planned map, with the Lua scripts' semantics."""
 
     settings = settings_for_url("redis://127.0.0.1:6379/0")  # errors name this server
+    layout = SINGLE_SITE
 
     def __init__(self):
         self.zset: dict[str, float] = {}

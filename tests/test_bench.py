@@ -9,7 +9,7 @@ import sys
 
 from twisted.trial import unittest
 
-from btu_twisted import environment, tap
+from btu_twisted import bench, environment, tap
 from btu_twisted.config import BenchConfigError, ConfigError, parse
 from tests.support.bench_tree import V13_INIT, make_bench, write_json
 
@@ -38,8 +38,8 @@ class DiscoveredValuesTests(BenchCase):
     """What a bench supplies, and where each value is said to come from."""
 
     def test_v15_bench(self):
-        """A v15 bench gives the current site's database, the queue Redis and `<bench_id>:` queue names."""
-        config, warnings = self.parsed(self.bench())
+        """A v15 bench gives the chosen site's database, the queue Redis and `<bench_id>:` queue names."""
+        config, warnings = self.parsed(self.bench(), frappe_sites=["one.localhost"])
         self.assertEqual(warnings, [])
         self.assertEqual((config.frappe_site, config.mysql_database, config.mysql_user, config.mysql_password,
                           config.mysql_host, config.mysql_port, config.redis_url, config.queue_name_template),
@@ -47,7 +47,8 @@ class DiscoveredValuesTests(BenchCase):
                           "redis://127.0.0.1:11000", "acme-bench:{queue_name}"))
         site_file = "bench sites/one.localhost/site_config.json"
         self.assertEqual(config.origins, {
-            "frappe_bench_path": "command line", "frappe_site": "bench sites/currentsite.txt",
+            "frappe_bench_path": "command line", "frappe_sites": "command line",
+            "frappe_site": "--site / frappe_sites",
             "mysql_database": site_file, "mysql_user": site_file, "mysql_password": site_file,
             "mysql_host": site_file, "mysql_port": site_file, "redis_url": COMMON_FILE,
             "queue_name_template": "bench apps/frappe/frappe/__init__.py (Frappe 15.51.1)"})
@@ -68,7 +69,7 @@ class DiscoveredValuesTests(BenchCase):
 
     def test_common_settings_apply_when_the_site_lacks_them(self):
         """A key the site does not set comes from common_site_config (Frappe's get_site_config)."""
-        config, _ = self.parsed(self.bench(current="two.localhost"))
+        config, _ = self.parsed(self.bench(), frappe_sites=["two.localhost"])
         self.assertEqual((config.mysql_database, config.mysql_host, config.mysql_port),
                          ("_4d5e6f", "127.0.0.1", 3306))
         self.assertEqual(config.origins["mysql_host"], COMMON_FILE)
@@ -93,7 +94,8 @@ class DiscoveredValuesTests(BenchCase):
         """Keys of the file, the environment and the command line win over the bench's."""
         path = self.bench()
         config, _ = parse('mysql_host = "db.internal"\nqueue_name_template = "x:{queue_name}"\n',
-                          environ={"BTU_SCHEDULER_MYSQL_PORT": "3310", "BTU_SCHEDULER_FRAPPE_BENCH_PATH": path})
+                          environ={"BTU_SCHEDULER_MYSQL_PORT": "3310", "BTU_SCHEDULER_FRAPPE_BENCH_PATH": path,
+                                   "BTU_SCHEDULER_FRAPPE_SITES": "one.localhost"})
         self.assertEqual((config.mysql_host, config.queue_name_template, config.mysql_port, config.mysql_database),
                          ("db.internal", "x:{queue_name}", 3310, "_1a2b3c"))
         self.assertEqual((config.origins["mysql_host"], config.origins["mysql_port"],
@@ -102,17 +104,19 @@ class DiscoveredValuesTests(BenchCase):
                           "environment BTU_SCHEDULER_FRAPPE_BENCH_PATH"))
 
     def test_site_choice(self):
-        """--site wins over currentsite.txt, which wins over default_site; one site needs no choice."""
+        """One --site (or frappe_site) serves that site; a bench with one site serves it; otherwise
+        every site is served, and currentsite.txt, else default_site, names the default one."""
         path = self.bench(common={**COMMON, "default_site": "two.localhost"})
         self.assertEqual(self.parsed(path, frappe_sites=["two.localhost"])[0].origins["frappe_site"],
                          "--site / frappe_sites")
-        self.assertEqual(self.parsed(path)[0].frappe_site, "one.localhost")
-        os.remove(os.path.join(path, "sites", "currentsite.txt"))
         config, _ = self.parsed(path)
-        self.assertEqual((config.frappe_site, config.origins["frappe_site"]),
-                         ("two.localhost", "bench sites/common_site_config.json default_site"))
+        self.assertEqual((config.serves_bench, config.frappe_site, config.mysql_database), (True, None, None))
+        self.assertEqual(bench.discover(path).default_site, "one.localhost")
+        os.remove(os.path.join(path, "sites", "currentsite.txt"))
+        self.assertEqual(bench.discover(path).default_site, "two.localhost")
         only = self.bench(sites={"only.localhost": SITE_ONE}, current=None)
-        self.assertEqual(self.parsed(only)[0].frappe_site, "only.localhost")
+        config, _ = self.parsed(only)
+        self.assertEqual((config.serves_bench, config.frappe_site), (False, "only.localhost"))
 
     def test_frappe_site_key_chooses_the_site(self):
         """An explicit frappe_site chooses which site's database is read."""
@@ -253,16 +257,23 @@ class DiscoveryErrorTests(BenchCase):
         self.assertIn("--site / frappe_sites: site 'three'", self.error(path, frappe_sites=["three"]))
 
     def test_several_sites_and_no_choice(self):
-        """Two sites without currentsite.txt or default_site: choose one."""
+        """Two sites and none named: both are served, each from its own site_config.json."""
         path = self.bench(current=None)
-        self.assertEqual(self.error(path), f"{path}/sites: 2 sites (one.localhost, two.localhost) and no "
-                                           "currentsite.txt or default_site: choose one with --site NAME "
-                                           "(or frappe_site)")
+        config, _ = self.parsed(path)
+        self.assertTrue(config.serves_bench)
+        self.assertEqual(bench.discover(path).sites, ("one.localhost", "two.localhost"))
+        self.assertEqual(bench.site_settings(bench.Path(path), "two.localhost")["mysql_database"].value, "_4d5e6f")
 
     def test_several_sites_asked_for(self):
-        """Serving several sites in one daemon is not there yet, and says so."""
-        self.assertIn("one daemon serves one site for now",
-                      self.error(self.bench(), frappe_sites=["one.localhost", "two.localhost"]))
+        """Several --site names serve those; each must be a site of the bench with a readable config."""
+        config, _ = self.parsed(self.bench(), frappe_sites=["one.localhost", "two.localhost"])
+        self.assertEqual((config.serves_bench, config.frappe_sites), (True, ("one.localhost", "two.localhost")))
+        path = self.bench(sites={"one.localhost": SITE_ONE, "two.localhost": {"db_password": "x"}})
+        self.assertEqual(self.error(path, frappe_sites=["one.localhost", "two.localhost"]),
+                         f"{path}/sites/two.localhost/site_config.json: db_name is missing (the site's "
+                         "database name)")
+        with self.assertRaisesRegex(ConfigError, "mysql_database: names one database"):
+            self.parsed(self.bench(), 'mysql_database = "x"\n')
 
     def test_frappe_version(self):
         """A missing version file, or one without __version__, is named."""

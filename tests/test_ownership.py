@@ -153,9 +153,10 @@ class TwoSitesOneRedisTests(unittest.TestCase):
     def queued(self) -> int:
         return self.redis.llen(f"rq:queue:{BENCH_ID}:default")
 
-    def test_bench_alone_plans_and_dispatches(self):
-        """`twistd -n btu --bench PATH` serves currentsite.txt's site from the bench's files alone."""
-        daemon = self.twistd()
+    def test_one_site_of_the_bench_plans_and_dispatches(self):
+        """`twistd -n btu --bench PATH --site NAME` serves that site, in the single-site layout, from
+        the bench's files alone."""
+        daemon = self.twistd("--site", "one.localhost")
         poll(lambda: self.alive(daemon) and self.queued() >= 2, START_TIMEOUT_SECS,
              f"two jobs in rq:queue:{BENCH_ID}:default")
         self.assertEqual([member.split("|")[0] for member in schedule_members(self.redis)], ["TS-000001"])
@@ -166,7 +167,7 @@ class TwoSitesOneRedisTests(unittest.TestCase):
         self.assertEqual(status["settings_from"]["socket_path"], "command line")
         self.assertIn(daemon.terminate(), CLEAN_SIGTERM_EXITS, daemon.describe())
         output = daemon.output()
-        for origin in ("frappe_site from bench sites/currentsite.txt",
+        for origin in ("frappe_site from --site / frappe_sites",
                        "mysql_password from bench sites/one.localhost/site_config.json",
                        "queue_name_template from bench apps/frappe/frappe/__init__.py (Frappe 15.51.1)",
                        "redis_url from bench sites/common_site_config.json"):
@@ -177,7 +178,7 @@ class TwoSitesOneRedisTests(unittest.TestCase):
     def test_second_site_refused_first_untouched(self):
         """A daemon for the other site on the same Redis exits 1 naming both databases; the first
         daemon's plan is untouched and it keeps dispatching."""
-        first = self.twistd()
+        first = self.twistd("--site", "one.localhost")
         poll(lambda: self.alive(first) and self.queued() >= 1, START_TIMEOUT_SECS, "the first daemon's jobs")
         planned = self.redis.hgetall("btu_scheduler:planned")
         pidfile = os.path.join(short_dir(self), "twistd.pid")

@@ -13,17 +13,15 @@ characters every RQ version from 1.15 to 3.x accepts, so the same fire always ma
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from twisted.internet import defer
 
 from btu_twisted.schedules import Schedule, ScheduleError
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 
 FRAPPE_EXECUTE_JOB = "frappe.utils.background_jobs.execute_job"
-JOB_ID_PREFIX = "btu"
-_SAFE = re.compile(r"[A-Za-z0-9-]")
 
 
 @dataclass(frozen=True)
@@ -69,9 +67,7 @@ def job_id(schedule_id: str, when: int) -> str:
 
     Characters outside [A-Za-z0-9-] (and '_' itself, the escape) become `_XX` per UTF-8 byte.
     """
-    escaped = "".join(c if _SAFE.match(c) else "".join(f"_{b:02X}" for b in c.encode("utf-8"))
-                      for c in schedule_id)
-    return f"{JOB_ID_PREFIX}-{escaped}-{when}"
+    return SINGLE_SITE.job_id(schedule_id, when)
 
 
 def manual_job_id(schedule_id: str, when: int) -> str:
@@ -85,10 +81,13 @@ def iso_utc(when: int) -> str:
     return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job_meta(schedule: Schedule, when: int) -> dict:
-    """The meta every builder's job carries (DESIGN §8)."""
-    return {"btu_task_schedule": schedule.schedule_id, "btu_task": schedule.task_id,
+def job_meta(schedule: Schedule, when: int, layout: KeyLayout = SINGLE_SITE) -> dict:
+    """The meta every builder's job carries (DESIGN §8), and `btu_site` when several sites are served."""
+    meta = {"btu_task_schedule": schedule.schedule_id, "btu_task": schedule.task_id,
             "btu_scheduled_for": iso_utc(when)}
+    if layout.site is not None:
+        meta["btu_site"] = layout.site
+    return meta
 
 
 class LocalBuilder:
@@ -96,8 +95,17 @@ class LocalBuilder:
 
     kind = ""
 
-    def __init__(self, queue_name_template: str = "{queue_name}"):
+    def __init__(self, queue_name_template: str = "{queue_name}", layout: KeyLayout = SINGLE_SITE):
         self._template = queue_name_template
+        self._layout = layout  # the site's job ids and meta
+
+    def job_id(self, schedule: Schedule, when: int) -> str:
+        """The id of `schedule`'s job for unix second `when`, in this builder's site layout."""
+        return self._layout.job_id(schedule.schedule_id, when)
+
+    def job_meta(self, schedule: Schedule, when: int) -> dict:
+        """The meta of that job."""
+        return job_meta(schedule, when, self._layout)
 
     def queue_name(self, queue_name: str) -> str:
         """The RQ queue for a BTU queue name, through `queue_name_template`."""

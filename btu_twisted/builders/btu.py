@@ -11,9 +11,10 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from btu_twisted.builders import FRAPPE_EXECUTE_JOB, JobSpec, LocalBuilder, Skip, iso_utc, job_id, job_meta
+from btu_twisted.builders import FRAPPE_EXECUTE_JOB, JobSpec, LocalBuilder, Skip, iso_utc
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import Schedule
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 
 BTU_RUN_TASK = "btu.btu_core.task_runner.run_task_by_id"
 BTU_ON_FAILURE = "btu.btu_core.task_runner.on_btu_task_failure"
@@ -29,15 +30,15 @@ class BtuBuilder(LocalBuilder):
     log = Logger(observer=OBSERVER)
 
     def __init__(self, site: str, source, user: str = "Administrator",
-                 queue_name_template: str = "{queue_name}"):
-        super().__init__(queue_name_template)
+                 queue_name_template: str = "{queue_name}", layout: KeyLayout = SINGLE_SITE):
+        super().__init__(queue_name_template, layout)
         self._site = site
         self._source = source
         self._user = user
         self._guard_down = False  # the In-Progress query failed; logged once per outage
 
     def build(self, schedule: Schedule, when: int) -> JobSpec:
-        rq_job_id = job_id(schedule.schedule_id, when)
+        rq_job_id = self.job_id(schedule, when)
         return JobSpec(
             job_id=rq_job_id,
             queue=self.queue_for(schedule),
@@ -48,7 +49,7 @@ class BtuBuilder(LocalBuilder):
                                "schedule_id": schedule.schedule_id, "rq_job_id": rq_job_id}},
             timeout=schedule.max_task_duration or BTU_DEFAULT_TIMEOUT_SECS,
             description=schedule.description or schedule.task_id,
-            meta=job_meta(schedule, when),
+            meta=self.job_meta(schedule, when),
             on_failure=BTU_ON_FAILURE,
             builder=self.kind,
         )

@@ -19,7 +19,8 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from btu_twisted.builders import JobSpec, LocalBuilder, Retry, iso_utc, job_id, job_meta
+from btu_twisted.builders import JobSpec, LocalBuilder, Retry, iso_utc
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 from btu_twisted.builders.pickled import PickleError, check_job_pickle
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import Schedule
@@ -76,8 +77,8 @@ class BtuWebBuilder(LocalBuilder):
 
     def __init__(self, clock, url: str, token: str, host_header: str | None = None,
                  queue_name_template: str = "{queue_name}", agent=None,
-                 fetch_timeout: float = FETCH_TIMEOUT_SECS, reactor=None):
-        super().__init__(queue_name_template)
+                 fetch_timeout: float = FETCH_TIMEOUT_SECS, reactor=None, layout: KeyLayout = SINGLE_SITE):
+        super().__init__(queue_name_template, layout)
         self._clock = clock
         self._timeout = fetch_timeout
         self._url = url
@@ -110,13 +111,13 @@ class BtuWebBuilder(LocalBuilder):
             return Retry(reason, self._clock.seconds() + delay)
         self._backoff.pop(schedule.schedule_id, None)
         return JobSpec(
-            job_id=job_id(schedule.schedule_id, when),
+            job_id=self.job_id(schedule, when),
             queue=self.queue_for(schedule),
             func=func_name,  # what the job's data calls (rq shows it as func_name)
             kwargs={},
             timeout=schedule.max_task_duration,
             description=schedule.description or schedule.task_id,
-            meta=job_meta(schedule, when),
+            meta=self.job_meta(schedule, when),
             data=data,
             builder=self.kind,
         )

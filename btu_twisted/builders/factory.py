@@ -11,14 +11,15 @@ from btu_twisted.builders.frappe import FrappeBuilder
 from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.config import FRAPPE_SITE_HINT
 from btu_twisted.schedules import ScheduleError
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 
 
-def make_builder(kind: str, config, clock, source, stats, reactor=None):
+def make_builder(kind: str, config, clock, source, stats, reactor=None, layout: KeyLayout = SINGLE_SITE):
     """The builder for `kind` (`auto` resolves later, from the schema); records its reason for
     `status`. Raises BuilderUnavailable when the configuration lacks what that kind needs.
 
     `clock` tells instants (its Retry times are the dispatcher's); `reactor`, when it is not the
-    clock, makes btu-web's HTTP connections."""
+    clock, makes btu-web's HTTP connections; `layout` is the site's (its job ids and meta)."""
 
     def make(chosen: str):
         if chosen == "btu-web":
@@ -26,8 +27,8 @@ def make_builder(kind: str, config, clock, source, stats, reactor=None):
                 raise BuilderUnavailable("the btu-web builder needs webserver_token")
             return BtuWebBuilder(clock, endpoint_url(config.webserver_ip, config.webserver_port),
                                  config.webserver_token, config.webserver_host_header,
-                                 config.queue_name_template, reactor=reactor)
-        return _local(chosen, config, source)
+                                 config.queue_name_template, reactor=reactor, layout=layout)
+        return _local(chosen, config, source, layout)
 
     if kind == "auto":
         return AutoBuilder(clock, source, make, bool(config.webserver_token), stats)
@@ -46,15 +47,15 @@ def local_builder(config, schema) -> LocalBuilder:
     return _local(kind, config, source=None)
 
 
-def _local(kind: str, config, source) -> LocalBuilder:
+def _local(kind: str, config, source, layout: KeyLayout = SINGLE_SITE) -> LocalBuilder:
     site = config.effective_frappe_site
     if kind in ("btu", "frappe") and not site:
         raise BuilderUnavailable(f"the {kind} builder needs the Frappe site: {FRAPPE_SITE_HINT}")
     if kind == "btu":
-        return BtuBuilder(site, source, config.frappe_user, config.queue_name_template)
+        return BtuBuilder(site, source, config.frappe_user, config.queue_name_template, layout)
     if kind == "frappe":
-        return FrappeBuilder(site, config.frappe_user, config.queue_name_template)
-    return PythonBuilder(config.queue_name_template)
+        return FrappeBuilder(site, config.frappe_user, config.queue_name_template, layout)
+    return PythonBuilder(config.queue_name_template, layout)
 
 
 class _PickledByTheDaemon(LocalBuilder):

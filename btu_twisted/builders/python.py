@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from btu_twisted.builders import JobSpec, LocalBuilder, job_id, job_meta
+from btu_twisted.builders import JobSpec, LocalBuilder
 from btu_twisted.schedules import Schedule
 
 
@@ -15,12 +15,12 @@ class PythonBuilder(LocalBuilder):
 
     def build(self, schedule: Schedule, when: int) -> JobSpec:
         return JobSpec(
-            job_id=job_id(schedule.schedule_id, when),
+            job_id=self.job_id(schedule, when),
             queue=self.queue_name(schedule.queue_name),
             func=schedule.function_string,
             kwargs=schedule.kwargs(),
             timeout=schedule.max_task_duration,
             description=schedule.description or schedule.function_string,
-            meta=job_meta(schedule, when),
+            meta=self.job_meta(schedule, when),
             builder=self.kind,
         )
