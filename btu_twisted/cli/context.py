@@ -38,6 +38,11 @@ class Cli:
                                        f"--config or ${configuration.CONFIG_ENV_VAR})") from None
         for warning in warnings:
             click.echo(f"btu: warning: {self.config_path}: {warning}", err=True)
+        if loaded.serves_bench:
+            raise click.ClickException(
+                f"{self.config_path} serves several sites of the bench {loaded.frappe_bench_path}; btu "
+                "reads one site's layout: set frappe_site (e.g. BTU_SCHEDULER_FRAPPE_SITE=<site>) for a "
+                "daemon that serves that site alone")
         return loaded
 
     @property

@@ -107,12 +107,24 @@ class SitePipeline(ResourcefulService):
         self.commands = Commands(clock, queue, store, refresher, stats, config, rows=rows,
                                  source=config.schedule_source, site=layout.site, clock_stats=clock_stats)
         self._reactor = reactor
+        self._name_site_in_logs(source, enqueuer, builder, dispatcher, planner, refresher)
+
+    def _name_site_in_logs(self, *parts) -> None:
+        """With several sites, each part's log lines carry its site in their namespace
+        (`btu_twisted.dispatcher.Dispatcher@erp.example.com`), so interleaved lines stay readable."""
+        if self.layout.site is None:
+            return
+        for part in parts:
+            if isinstance(getattr(type(part), "log", None), Logger):
+                part.log = _site_logger(part, self.layout.site)
 
     def guard_ownership(self, checked: bool) -> None:
         """Add the ownership guard of the site's layout (its first child: it claims the layout
         before the refresher touches it); `checked` says whether the start-up check reached Redis."""
-        self.addService(ownership.OwnershipGuard(self._reactor, self.store.run_script, self.config,
-                                                 self._reactor.stop, checked, key=self.layout.owner_key))
+        guard = ownership.OwnershipGuard(self._reactor, self.store.run_script, self.config,
+                                         self._reactor.stop, checked, key=self.layout.owner_key)
+        self._name_site_in_logs(guard)
+        self.addService(guard)
 
     def add_workers(self, *extra) -> None:
         """Add the services that do the work (after the guard), and `extra` ones (its socket)."""
@@ -132,6 +144,11 @@ class SitePipeline(ResourcefulService):
         """Instants moved (a clock step of Redis, the first sync of a skewed host): re-plan all."""
         self.refresher.refresh()
         self.dispatcher.wake()
+
+
+def _site_logger(part, site: str) -> Logger:
+    kind = type(part)
+    return Logger(namespace=f"{kind.__module__}.{kind.__qualname__}@{site}", source=part, observer=logs.OBSERVER)
 
 
 def _distrusted(layout: KeyLayout, schedule_id: str, watermark: int, now: float) -> None:
