@@ -19,7 +19,7 @@ from twisted.logger import Logger, LogLevel
 
 from btu_twisted.logs import OBSERVER
 from btu_twisted.redis_connections import redis_py_client
-from btu_twisted.sites.layout import SINGLE_SITE
+from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 
 OWNER_KEY = SINGLE_SITE.owner_key
 CHECK_TIMEOUT_SECS = 5.0  # the start-up check gives up on an unreachable Redis after this
@@ -53,23 +53,46 @@ def refusal(owner: str, ours: str, site: str | None, key: str = OWNER_KEY) -> st
             f"{owner} is gone for good, delete the key: redis-cli DEL {key}")
 
 
+def rival_key(site: str | None, key: str) -> str | None:
+    """The owner key of the other layout the same site could be served in: a bench daemon's
+    `btu_scheduler:site:<site>:owner` for a single-site daemon, and the reverse."""
+    if site is None:
+        return None
+    return KeyLayout(site).owner_key if key == OWNER_KEY else OWNER_KEY
+
+
 def check_at_start(redis_settings, ours: str, site: str | None, key: str = OWNER_KEY) -> bool:
     """Claim or verify ownership, blocking (before twistd forks, no reactor is running).
 
     Returns False when Redis is unreachable (the guard's loop checks once it answers); raises
-    OwnershipError when another database owns the layout.
+    OwnershipError when another database owns the layout, or when the same database is served in
+    the other layout (a single-site daemon and a bench daemon would both fire its schedules).
     """
+    rival = rival_key(site, key)
     client = redis_py_client(redis_settings, socket_timeout=CHECK_TIMEOUT_SECS)
     try:
-        owner = client.eval(CLAIM_SCRIPT, 1, key, ours)
+        if rival is not None and _text(client.get(rival)) == ours:  # checked before claiming ours
+            raise OwnershipError(both_layouts(ours, site, key, rival))
+        owner = _text(client.eval(CLAIM_SCRIPT, 1, key, ours))
     except redis.RedisError:
         return False
     finally:
         client.close()
-    owner = owner.decode("utf-8") if isinstance(owner, bytes) else owner
     if owner != ours:
         raise OwnershipError(refusal(owner, ours, site, key))
     return True
+
+
+def both_layouts(ours: str, site: str | None, key: str, rival: str) -> str:
+    """The message of a daemon whose site is served in the other layout already."""
+    how = "a bench daemon (--bench)" if key == OWNER_KEY else "a single-site daemon (--site / frappe_site)"
+    return (f"Redis key {rival} says {ours} (site {site}) is served by {how} on this Redis: both would "
+            f"fire its schedules, so this daemon does not serve it. Run one of them; if the other is gone "
+            f"for good, delete the key: redis-cli DEL {rival}")
+
+
+def _text(value) -> str | None:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def refuse_or_claim(config, redis_settings, key: str = OWNER_KEY) -> bool:

@@ -53,6 +53,25 @@ class StartCheckTests(unittest.TestCase):
             self.assertIn(part, message)
         self.assertEqual(self.redis.get(ownership.OWNER_KEY), b"database:a")
 
+    def test_one_site_in_both_layouts_refused(self):
+        """A site served by a single-site daemon is refused by a bench daemon, and the reverse,
+        before either claims anything (both would fire its schedules)."""
+        settings = settings_for_url(self.redis_server.url)
+        site_key = "btu_scheduler:site:one.localhost:owner"
+        self.assertTrue(ownership.check_at_start(settings, "database:a", "one.localhost"))
+        with self.assertRaises(ownership.OwnershipError) as caught:
+            ownership.check_at_start(settings, "database:a", "one.localhost", site_key)
+        self.assertIn("served by a single-site daemon", str(caught.exception))
+        self.assertIn("redis-cli DEL btu_scheduler:owner", str(caught.exception))
+        self.assertIsNone(self.redis.get(site_key))
+        self.redis.delete(ownership.OWNER_KEY)
+        self.assertTrue(ownership.check_at_start(settings, "database:a", "one.localhost", site_key))
+        with self.assertRaises(ownership.OwnershipError) as caught:
+            ownership.check_at_start(settings, "database:a", "one.localhost")
+        self.assertIn("served by a bench daemon (--bench)", str(caught.exception))
+        self.assertIsNone(self.redis.get(ownership.OWNER_KEY))
+        self.assertTrue(ownership.check_at_start(settings, "database:b", "two.localhost"))
+
     def test_unreachable_redis(self):
         """An unreachable Redis is not a refusal: the guard's loop checks later."""
         missing = f"unix://{os.path.join(short_dir(self), 'none.sock')}?db=0"
