@@ -17,8 +17,17 @@ ENV_PREFIX = "BTU_SCHEDULER_"
 CONFIG_VARIABLE = "BTU_SCHEDULER_CONFIG"  # the file's path (config.config_path), not a key
 EMAIL_PREFIX = "email_"  # the Rust daemon's email keys: accepted, email is not implemented
 
-# btu_scheduler_py's configuration keys (btu_py/lib/config.py) -> our key, or None when the setting
-# has no meaning here (why: IGNORED). The environment spells them in upper case (SQL_HOST).
+# btu_scheduler_py's settings that have no meaning here, and why (a warning says so).
+IGNORED = {
+    "disable_tcp_socket": "the TCP listener is off unless tcp_socket_port is set",
+    "sql_type": "MariaDB is the only database (a value other than mariadb is an error)",
+    "sql_schema": "a PostgreSQL setting",
+    "jobs_site_prefix": ("RQ job ids are deterministic: btu-<schedule>-<unix seconds>, with the site "
+                         "(btu-<site>-...) when one daemon serves several sites of a bench"),
+    "slack_webhook_url": "Slack messages are not implemented",
+}
+# btu_scheduler_py's configuration keys (btu_py/lib/config.py) -> our key, or None for IGNORED ones.
+# The environment spells them in upper case (SQL_HOST).
 PY_KEYS: dict[str, str | None] = {
     "sql_host": "mysql_host",
     "sql_port": "mysql_port",
@@ -28,18 +37,7 @@ PY_KEYS: dict[str, str | None] = {
     "disable_redis_rpc": "disable_redis_rpc",
     "disable_unix_socket": "disable_unix_socket",
     "tcp_socket_port": "tcp_socket_port",
-    "disable_tcp_socket": None,
-    "sql_type": None,
-    "sql_schema": None,
-    "jobs_site_prefix": None,
-    "slack_webhook_url": None,
-}
-IGNORED = {
-    "disable_tcp_socket": "the TCP listener is off unless tcp_socket_port is set",
-    "sql_type": "MariaDB is the only database (a value other than mariadb is an error)",
-    "sql_schema": "a PostgreSQL setting",
-    "jobs_site_prefix": "RQ job ids are deterministic: btu-<schedule>-<unix seconds>",
-    "slack_webhook_url": "Slack messages are not implemented",
+    **dict.fromkeys(IGNORED),
 }
 BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "on": True,
                  "false": False, "0": False, "no": False, "off": False}
