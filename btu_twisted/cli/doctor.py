@@ -28,6 +28,10 @@ def run_checks(cli) -> list[dict]:
     except configuration.ConfigError as e:
         return [_check("config", FAIL, str(e), f"fix the file, or choose one with --config or "
                                                f"${configuration.CONFIG_ENV_VAR}")]
+    if config.serves_bench:
+        return [_check("config", FAIL, f"{cli.config_path} serves several sites of the bench "
+                                       f"{config.frappe_bench_path}; btu checks one site",
+                       "set frappe_site (e.g. BTU_SCHEDULER_FRAPPE_SITE=<site>)")]
     checks = [_check("config", WARN if warnings else OK,
                      "; ".join(warnings) if warnings else f"{cli.config_path} is valid",
                      "see the README's configuration table" if warnings else "")]
@@ -116,8 +120,8 @@ def _plannable(config, schedules, now: float) -> dict:
     connection = redis_client(config)
     try:
         planned = overview.planned_members(connection)
-    except Exception:
-        planned = {}
+    except Exception as e:  # not "nothing is planned": the plan cannot be seen
+        return _check("plannable", WARN, f"not checked: Redis cannot be read ({e})")
     finally:
         connection.close()
     problems = {s.schedule_id: overview.problem(s, planned.get(s.schedule_id), now)
