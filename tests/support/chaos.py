@@ -127,10 +127,12 @@ class ChaosDaemon:
     Every run appends its output to one log file, so a failing check can show what was said.
     """
 
-    def __init__(self, name: str, directory: str, keys: dict, clock_offset: float | None = None):
+    def __init__(self, name: str, directory: str, keys: dict, clock_offset: float | None = None,
+                 args: tuple[str, ...] = ()):
         """With `clock_offset`, every run's wall clock is that many seconds off (libfaketime),
-        and `set_clock` moves it while the daemon runs."""
+        and `set_clock` moves it while the daemon runs; `args` follow `btu --config PATH`."""
         self.name = name
+        self.args = tuple(args)
         self.directory = directory
         self.socket_path = keys["socket_path"]
         self.config_path = write_config(os.path.join(directory, f"{name}.toml"), keys)
@@ -154,7 +156,7 @@ class ChaosDaemon:
             out.flush()
             self.process = subprocess.Popen(
                 [twistd_executable(), "-n", "--pidfile=", "--logfile=-", "btu",
-                 "--config", self.config_path],
+                 "--config", self.config_path, *self.args],
                 env=twistd_env(**(faketime_env(self.clock_file) if self.clock_file else {})),
                 cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -347,8 +349,10 @@ class HistoryRecorder:
 
     POLL_SECS = 5.0
 
-    def __init__(self, client):
+    def __init__(self, client, prefix: str = HISTORY_PREFIX):
+        """`prefix`: the history keys read (a multi-site daemon keeps one set per site)."""
         self._client = client
+        self._prefix = prefix
         self.coalesced: set = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -359,8 +363,8 @@ class HistoryRecorder:
             self.read()
 
     def read(self) -> set:
-        for key in self._client.scan_iter(match=HISTORY_PREFIX + "*", count=1000):
-            schedule_id = key.decode()[len(HISTORY_PREFIX):]
+        for key in self._client.scan_iter(match=self._prefix + "*", count=1000):
+            schedule_id = key.decode()[len(self._prefix):]
             for raw in self._client.lrange(key, 0, -1):
                 record = json.loads(raw)
                 if "coalesced_from" in record:
@@ -377,10 +381,7 @@ class HistoryRecorder:
 def read_enqueued(client) -> Enqueued:
     """Every job id in every RQ queue list, mapped to (schedule, fire instant) through its meta."""
     found = Enqueued()
-    pushed: Counter = Counter()
-    for key in client.scan_iter(match="rq:queue:*", count=1000):
-        if client.type(key) == b"list":
-            pushed.update(i.decode() for i in client.lrange(key, 0, -1))
+    pushed: Counter = Counter({job: n for (_queue, job), n in queue_pushes(client).items()})
     found.pushes = sum(pushed.values())
     ids = sorted(pushed)
     pipe = client.pipeline(transaction=False)
@@ -403,11 +404,25 @@ def read_enqueued(client) -> Enqueued:
         if enqueued_at:
             at = datetime.strptime(enqueued_at.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
             found.lateness[(schedule_id, when)] = at.replace(tzinfo=timezone.utc).timestamp() - when
+    found.anomalies += orphan_hashes(client, set(pushed))
+    return found
+
+
+def queue_pushes(client) -> Counter:
+    """{(queue name, job id): times pushed} over every `rq:queue:<name>` list."""
+    pushed: Counter = Counter()
+    for key in client.scan_iter(match="rq:queue:*", count=1000):
+        if client.type(key) == b"list":
+            queue = key.decode()[len("rq:queue:"):]
+            pushed.update((queue, i.decode()) for i in client.lrange(key, 0, -1))
+    return pushed
+
+
+def orphan_hashes(client, pushed: set) -> list[str]:
+    """An anomaly per `rq:job:<id>` hash whose id is in no queue list (the push was lost)."""
     hashes = {key.decode()[len("rq:job:"):] for key in client.scan_iter(match="rq:job:*", count=1000)
               if client.type(key) == b"hash"}
-    for job in sorted(hashes - set(pushed)):
-        found.anomalies.append(f"job hash {job} was written but its id is in no queue")
-    return found
+    return [f"job hash {job} was written but its id is in no queue" for job in sorted(hashes - pushed)]
 
 
 @dataclass
