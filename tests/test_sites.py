@@ -17,10 +17,12 @@ import random
 import shutil
 import time
 
+from rq import Queue
 from rq.job import Job
 from twisted.python import log
 from twisted.trial import unittest
 
+from btu_twisted.builders import iso_utc
 from tests.support import frappe_schema
 from tests.support.bench_tree import V13_INIT, write_json
 from tests.support.btu_rpc_client import btu_rpc_request
@@ -28,8 +30,9 @@ from tests.support.daemon import (TwistdProcess, btu_app_request, control_reques
                                   schedule_members, short_dir, twistd_env)
 from tests.support.servers import fresh_database, shared_mariadb, use_shared_redis
 from tests.support.sites import (SITE_ONE, SITE_PREFIX, SITE_TWO, answers_ping, bench_queue,
-                                 build_bench, free_tcp_port, members, planned_ids, run_sites_chaos,
-                                 site_config, site_job_id, site_key, site_socket, tcp_request)
+                                 SiteSchedules, build_bench, free_tcp_port, members, planned_ids,
+                                 read_sites_enqueued, run_sites_chaos, site_config, site_job_id,
+                                 site_key, site_socket, tcp_request)
 from tests.test_end_to_end import CLEAN_SIGTERM_EXITS
 
 START_TIMEOUT_SECS = 30.0
@@ -278,6 +281,36 @@ class LayoutTests(SitesCase):
             site, when = job.meta["btu_site"], int(job_id.rpartition("-")[2])
             self.assertEqual((job_id, job.meta["btu_task_schedule"], job.kwargs["site"]),
                              (site_job_id(site, "TS-000001", when), "TS-000001", site))
+
+
+W = 1_800_000_000  # a whole second, a fire of TS-000001 on both sites in the checker test
+
+
+class SitesCheckerTests(unittest.TestCase):
+    """The per-site checker sees what the chaos test says is absent (so its passing means something)."""
+
+    def test_colliding_ids_count_per_site_and_wrong_site_or_queue_is_an_anomaly(self):
+        """TS-000001 at W on both sites is one fire each, not a duplicate; a job whose `site` kwarg or queue is not its site's is an anomaly."""
+        use_shared_redis(self)
+        sites = {site: SiteSchedules(site, index, 1) for index, site in enumerate((SITE_ONE, SITE_TWO))}
+        one_queue, two_queue = (sites[site].queue("TS-000001") for site in (SITE_ONE, SITE_TWO))
+        for site, kwarg_site, queue, when in ((SITE_ONE, SITE_ONE, one_queue, W),
+                                              (SITE_TWO, SITE_ONE, two_queue, W),
+                                              (SITE_TWO, SITE_TWO, "elsewhere", W + 1)):
+            Queue(queue, connection=self.redis).enqueue_call(
+                "tests.support.jobfuncs.noop", kwargs={"site": kwarg_site},
+                job_id=site_job_id(site, "TS-000001", when),
+                meta={"btu_site": site, "btu_task_schedule": "TS-000001",
+                      "btu_task": sites[site].task_id, "btu_scheduled_for": iso_utc(when)})
+
+        found, anomalies = read_sites_enqueued(self.redis, sites)
+
+        self.assertEqual({site: dict(f.counts) for site, f in found.items()},
+                         {SITE_ONE: {("TS-000001", W): 1},
+                          SITE_TWO: {("TS-000001", W): 1, ("TS-000001", W + 1): 1}})
+        self.assertEqual(len(anomalies), 2, anomalies)
+        self.assertIn("kwargs site is 'one.localhost'", anomalies[0] + anomalies[1])
+        self.assertIn(f"queue is not {two_queue}", anomalies[0] + anomalies[1])
 
 
 class LayoutOracleTests(unittest.SynchronousTestCase):
