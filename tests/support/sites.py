@@ -18,6 +18,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import timezone
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -184,6 +185,9 @@ def read_sites_enqueued(client, sites: dict[str, SiteSchedules]) -> tuple[dict[s
             anomalies.append(f"{job_id} in {queue} (site {site}): " + "; ".join(problems))
         found[site].counts[(schedule_id, when)] += times
         found[site].pushes += times
+        if job.enqueued_at is not None:
+            found[site].lateness[(schedule_id, when)] = (
+                job.enqueued_at.replace(tzinfo=timezone.utc).timestamp() - when)
     anomalies += orphan_hashes(client, {job_id for _queue, job_id in pushed})
     return found, anomalies
 
@@ -246,6 +250,7 @@ class SitesRun:
     daemon: SitesDaemon
     seconds: float
     restarts: list[float] = field(default_factory=list)  # kill -> every site answering ping, s
+    lateness: dict[str, list[float]] = field(default_factory=dict)  # per site, fires in the window, s
 
     @property
     def ok(self) -> bool:
@@ -300,5 +305,8 @@ def run_sites_chaos(directory: str, client, redis_url: str, mariadb, databases: 
         site_outages = [Outage(o.daemon, o.killed_at, up[site]) for o, up in zip(outages, ups)]
         reports[site] = check(found[site], expected.crons, (window_start, window_end), site_outages,
                               single_daemon=True)
+    lateness = {site: sorted(late for (_sid, when), late in found[site].lateness.items()
+                             if reports[site].window[0] <= when <= reports[site].window[1])
+                for site in sites}
     return SitesRun(reports, anomalies, daemon, time.monotonic() - began,
-                    [max(up.values()) - o.killed_at for o, up in zip(outages, ups)])
+                    [max(up.values()) - o.killed_at for o, up in zip(outages, ups)], lateness)
