@@ -85,6 +85,7 @@ def main() -> int:
         print(f"  {site:<18}{report.expected:>9}{report.enqueued:>9}{len(report.duplicates):>8}"
               f"{len(report.losses):>6}{len(report.coalesced):>10}{report.catch_ups:>10}"
               f"{len(report.unexpected):>7}{len(report.violations):>8}{p50:>8.1f}{p99:>8.1f}")
+    print("  p50/p99: fire instant -> rq enqueued_at, of the fires due away from every kill and restart")
     print(f"  anomalies (a job off its site, queue or id; a lost push): {len(run.anomalies)}")
     tracebacks = run.daemon.tracebacks()
     print(f"  daemon tracebacks {len(tracebacks)}; load average {os.getloadavg()[0]:.2f}")

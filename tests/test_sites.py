@@ -354,7 +354,8 @@ class LayoutOracleTests(unittest.SynchronousTestCase):
 
     def test_job_ids_and_sockets(self):
         """The contract's examples: site `one.localhost` is `one_2Elocalhost` in job ids, the ID keeps `-` and escapes the rest; a non-default site's socket gets `.<site>` before the suffix."""
-        self.assertEqual(site_job_id(SITE_ONE, "TS-000001", 1764590400), "btu-one_2Elocalhost-TS-000001-1764590400")
+        self.assertEqual(site_job_id(SITE_ONE, "TS-000001", 1764590400),
+                         "btu-one_2Elocalhost-TS-000001-1764590400")
         self.assertEqual(site_job_id("é-1", "TS 1_x", 7), "btu-_C3_A9_2D1-TS_201_5Fx-7")
         self.assertEqual([site_socket(path, SITE_TWO, SITE_ONE) for path in
                           ("/tmp/btu_scheduler.sock", "/tmp/btu", "/run/{site}/btu.sock")],

@@ -7,7 +7,8 @@ enqueued twice shows there as a repeated id, even though its `rq:job:<id>` hash 
 The fire instant of each pushed id is read back from the job's `meta` (`btu_task_schedule`,
 `btu_scheduled_for`) and checked against the id.
 
-Used by tests/test_exactly_once.py (about a minute) and bench/chaos_long.py (several minutes).
+Used by tests/test_exactly_once.py (about a minute) and bench/chaos_long.py (several minutes), and
+through tests/support/sites.py by the multi-site chaos of tests/test_sites.py and bench/sites_soak.py.
 """
 
 from __future__ import annotations
