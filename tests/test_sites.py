@@ -73,7 +73,7 @@ class SitesCase(unittest.TestCase):
     def twistd(self, bench: str, *args: str, env: dict | None = None) -> TwistdProcess:
         return TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--bench", bench,
                                     "--socket", self.socket_path, *args],
-                             env=twistd_env(**(env or {})), cwd=self.directory)
+                             env=twistd_env(**(env or {})))  # its own directory: its own output file
 
     def socket_of(self, site: str) -> str:
         return site_socket(self.socket_path, site, SITE_ONE)
@@ -289,21 +289,42 @@ class LayoutTests(SitesCase):
 
 
 class MixedModesTests(SitesCase):
-    """A site served by a single-site daemon and by its bench's daemon at once, on one Redis."""
+    """A site is never served in both layouts: a single-site daemon and its bench's daemon on one
+    Redis would both fire its schedules, under different job ids."""
 
-    todo = ("the bench daemon and a single-site daemon for one of its sites both run and both enqueue "
-            "that site's fires, under different job ids: nothing guards across the two layouts")
+    def setUp(self):
+        super().setUp()
+        self.bench_path = self.bench({SITE_ONE: self.database({"TS-000001": EVERY_SECOND}),
+                                      SITE_TWO: self.database({"TS-000001": EVERY_SECOND})})
 
-    def test_single_site_daemon_and_bench_daemon_never_fire_a_site_twice(self):
-        """A `--site one.localhost` daemon (say, the one before the upgrade) still running when the bench's daemon starts: no fire of one.localhost is enqueued twice, whichever of them refuses or stops."""
-        bench = self.bench({SITE_ONE: self.database({"TS-000001": EVERY_SECOND}),
-                            SITE_TWO: self.database({"TS-000001": EVERY_SECOND})})
-        single = self.twistd(bench, "--site", SITE_ONE)
-        self.wait_planned_single(single)
+    def test_bench_daemon_started_beside_a_single_site_daemon(self):
+        """A `--site one.localhost` daemon (the one before the upgrade, say) still running when the bench's daemon starts: the bench daemon says it does not serve one.localhost, naming `btu_scheduler:owner`, and no fire of one.localhost is enqueued twice."""
+        single = self.twistd(self.bench_path, "--site", SITE_ONE)
+        poll(lambda: self.alive(single) and schedule_members(self.redis), START_TIMEOUT_SECS,
+             f"the single-site daemon's plan; {single.describe()}")
         self.socket_path = os.path.join(self.directory, "bench.sock")
-        self.twistd(bench)
+        both = self.twistd(self.bench_path)
+        poll(lambda: "redis-cli DEL btu_scheduler:owner" in both.output(), START_TIMEOUT_SECS,
+             f"the bench daemon's refusal of {SITE_ONE}; {both.describe()}")
+        self.assertIn(f"site {SITE_ONE}", both.output())
         poll(lambda: len(self.fires_of_one()) >= 6, START_TIMEOUT_SECS, f"six fires of {SITE_ONE}")
         self.assertEqual({when: ids for when, ids in self.fires_of_one().items() if len(ids) > 1}, {})
+        self.assertEqual(self.redis.get(site_key(SITE_ONE, "owner")), None)
+        self.stop(single)
+
+    def test_single_site_daemon_started_beside_the_bench_daemon(self):
+        """A `--site one.localhost` daemon started while the bench's daemon serves one.localhost exits 1 with one line naming `btu_scheduler:site:one.localhost:owner`, and claims nothing."""
+        both = self.twistd(self.bench_path)
+        self.wait_answering(both, SITE_ONE, SITE_TWO)
+        self.wait_planned(both, SITE_ONE, "TS-000001")
+        self.socket_path = os.path.join(self.directory, "single.sock")
+        single = self.twistd(self.bench_path, "--site", SITE_ONE)
+        self.assertEqual(single.wait(START_TIMEOUT_SECS), 1, single.describe())
+        lines = single.output().strip().splitlines()
+        self.assertEqual(len(lines), 1, single.describe())
+        self.assertIn(f"redis-cli DEL {site_key(SITE_ONE, 'owner')}", lines[0])
+        self.assertEqual(self.redis.get("btu_scheduler:owner"), None)
+        self.stop(both)
 
     def fires_of_one(self) -> dict[str, list[str]]:
         """{fire instant: the job ids pushed for it} of one.localhost's jobs."""
@@ -313,10 +334,6 @@ class MixedModesTests(SitesCase):
             if job.kwargs["site"] == SITE_ONE:
                 fires.setdefault(job.meta["btu_scheduled_for"], []).append(job_id.decode())
         return fires
-
-    def wait_planned_single(self, daemon: TwistdProcess) -> None:
-        poll(lambda: self.alive(daemon) and schedule_members(self.redis), START_TIMEOUT_SECS,
-             f"the single-site daemon's plan; {daemon.describe()}")
 
 
 W = 1_800_000_000  # a whole second, a fire of TS-000001 on both sites in the checker test
