@@ -95,7 +95,8 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
         late = run.lateness
         print(f"  lateness           p50 {late[len(late) // 2] * 1000:.1f} ms, p99 "
               f"{late[int(len(late) * 0.99)] * 1000:.1f} ms, max {late[-1] * 1000:.0f} ms "
-              f"(fire instant -> rq enqueued_at)")
+              + ("(fire instant -> push, Redis time)" if pushes is not None
+                 else "(fire instant -> rq enqueued_at)"))
     for daemon in run.daemons:
         print(f"  {daemon.name}               started {daemon.starts} times; its log says "
               f"{daemon.log_count('] enqueued ')} enqueued, "
@@ -107,9 +108,10 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
         print(f"  early pushes       {len(run.early)}  (before the fire instant by Redis time)")
         print(f"  unmonitored        {len(run.unmonitored)} pushes MONITOR missed "
               f"(it reconnected {pushes.reconnects} times)")
-    for outage in run.redis_outages:
+    for outage, resumed in zip(run.redis_outages, run.redis_resumed):
         print(f"  Redis restart      down {outage.started_at - outage.stopped_at:.2f} s, "
-              f"{outage.keys_before} keys before the shutdown, {outage.keys_after} restored")
+              f"{outage.keys_before} keys before the shutdown, {outage.keys_after} restored; "
+              f"first push {resumed:.2f} s after it answered again")
     tracebacks = run.tracebacks()
     print(f"  daemon tracebacks  {len(tracebacks)}")
     restored = all(outage.keys_after for outage in run.redis_outages)

@@ -54,7 +54,9 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
                         shared_mariadb().socket_path, self.sql, self.database,
                         schedules=SCHEDULES, rng=random.Random(self.seed), log=log.msg, **settings)
         log.msg(f"chaos seed {self.seed}: {run.report.summary()}; restarts "
-                f"{[round(s, 2) for s in run.restart_seconds()]}; Redis restarts {run.redis_outages}")
+                f"{[round(s, 2) for s in run.restart_seconds()]}")
+        for outage, resumed in zip(run.redis_outages, run.redis_resumed):
+            log.msg(f"Redis restart: {outage}; first push {resumed:.2f} s after it answered again")
         return run
 
     def verdict(self, run: Run) -> str:

@@ -542,10 +542,14 @@ class Run:
     outages: list[Outage]
     daemons: list[ChaosDaemon]
     seconds: float
-    lateness: list[float] = field(default_factory=list)  # of the fires in the window, seconds
+    # of the fires in the window, seconds: by Redis time with a push monitor, else rq's enqueued_at
+    # (the enqueuing daemon's host clock, off by its skew)
+    lateness: list[float] = field(default_factory=list)
     early: list[str] = field(default_factory=list)  # pushes before their instant by Redis time
     unmonitored: list[str] = field(default_factory=list)  # job ids pushed while MONITOR was away
     redis_outages: list["RedisOutage"] = field(default_factory=list)
+    # per Redis restart, seconds from Redis answering again to the first job pushed (MONITOR)
+    redis_resumed: list[float] = field(default_factory=list)
 
     def tracebacks(self) -> list[str]:
         return [f"{d.name}: {tb}" for d in self.daemons for tb in d.tracebacks()]
@@ -610,6 +614,11 @@ def run_chaos(directory: str, client, redis_url: str, mariadb_socket: str, sql, 
     if pushes is not None:
         run.early = pushes.early()
         run.unmonitored = pushes.unseen(job_id_of(sid, when) for sid, when in found.counts)
+        run.redis_resumed = [min((at for _, at in pushes.pushes if at >= o.started_at),
+                                 default=math.inf) - o.started_at for o in redis_outages]
+        pushed = ((int(job.rsplit("-", 1)[1]), at) for job, at in list(pushes.pushes))
+        run.lateness = sorted(at - when for when, at in pushed
+                              if report.window[0] <= when <= report.window[1])
     return run
 
 
