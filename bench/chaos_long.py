@@ -12,10 +12,13 @@ outage, which is caught up once).
 No RQ worker runs: every job id stays in its queue list, where a duplicate push shows as a repeated
 id. Everything runs against private unix-socket servers (tests/support/servers.py).
 
-Part C: as A, but the two daemons' wall clocks are 1.5 s apart (libfaketime) and the first one's is
-stepped back 1 h for 4 s a third of the way in; also no job may be pushed before its fire instant
-by Redis time (Redis MONITOR). With two daemons a missing fire passes only where the history entry
-of a late catch-up says it coalesced it (the misfire policy, after a stall of a whole period).
+Part C: as A, but the two daemons' wall clocks are 1.5 s apart (libfaketime), the first one's is
+stepped back 1 h for 4 s a third of the way in, and two thirds of the way in their Redis (a private
+persistent one: RDB and append-only file) is shut down, saving, and started again 2 s later from
+its files while the daemons run; also no job may be pushed before its fire instant by Redis time
+(Redis MONITOR, which reconnects at once and must have seen every push). With two daemons a missing
+fire passes only where the history entry of a late catch-up says it coalesced it (the misfire
+policy: the fires that fell due while Redis was down, or a daemon stalled a whole period).
 
 Run from the repository root: `.venv/bin/python bench/chaos_long.py [--seconds-a 300]
 [--seconds-b 180] [--seconds-c 120] [--schedules 50] [--seed N]`. Exit status 1 when a check fails.
@@ -38,7 +41,7 @@ if REPO_ROOT not in sys.path:
 
 from tests.support import frappe_schema  # noqa: E402
 from tests.support.chaos import (ONE_DAEMON_DOWN_SECS, ONE_DAEMON_GAP_SECS,  # noqa: E402
-                                 TWO_DAEMONS_GAP_SECS, run_chaos)
+                                 TWO_DAEMONS_GAP_SECS, RedisRestart, run_chaos)
 from tests.support.pushes import PushMonitor  # noqa: E402
 from tests.support.servers import MariaDBServer, RedisServer  # noqa: E402
 
@@ -92,7 +95,8 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
         late = run.lateness
         print(f"  lateness           p50 {late[len(late) // 2] * 1000:.1f} ms, p99 "
               f"{late[int(len(late) * 0.99)] * 1000:.1f} ms, max {late[-1] * 1000:.0f} ms "
-              f"(fire instant -> rq enqueued_at)")
+              + ("(fire instant -> push, Redis time)" if pushes is not None
+                 else "(fire instant -> rq enqueued_at)"))
     for daemon in run.daemons:
         print(f"  {daemon.name}               started {daemon.starts} times; its log says "
               f"{daemon.log_count('] enqueued ')} enqueued, "
@@ -102,9 +106,16 @@ def part(title: str, redis_server: RedisServer, mariadb: MariaDBServer, daemons:
     print(f"  anomalies          {len(report.anomalies)}")
     if pushes is not None:
         print(f"  early pushes       {len(run.early)}  (before the fire instant by Redis time)")
+        print(f"  unmonitored        {len(run.unmonitored)} pushes MONITOR missed "
+              f"(it reconnected {pushes.reconnects} times)")
+    for outage, resumed in zip(run.redis_outages, run.redis_resumed):
+        print(f"  Redis restart      down {outage.started_at - outage.stopped_at:.2f} s, "
+              f"{outage.keys_before} keys before the shutdown, {outage.keys_after} restored; "
+              f"first push {resumed:.2f} s after it answered again")
     tracebacks = run.tracebacks()
     print(f"  daemon tracebacks  {len(tracebacks)}")
-    ok = report.ok and not tracebacks and not run.early
+    restored = all(outage.keys_after for outage in run.redis_outages)
+    ok = report.ok and not tracebacks and not run.early and not run.unmonitored and restored
     if not ok:
         print(report.details())
         for tb in tracebacks[:5]:
@@ -130,6 +141,7 @@ def main() -> int:
     print(f"seed {seed}", flush=True)
     rng = random.Random(seed)
     redis_server, mariadb = RedisServer(), MariaDBServer()
+    persistent = RedisServer(persistent=True)  # part C restarts it
     redis_server.start()
     mariadb.start()
     try:
@@ -143,13 +155,17 @@ def main() -> int:
                        mariadb, 1, args.seconds_b, args.schedules, rng, args.keep_logs,
                        gap_secs=ONE_DAEMON_GAP_SECS, down_secs=ONE_DAEMON_DOWN_SECS)
         if args.seconds_c > 0:
-            ok &= part("C: two daemons with clocks 1.5 s apart (libfaketime), SIGKILLs, and the "
-                       "first one's clock stepped back 1 h for 4 s", redis_server, mariadb, 2,
+            persistent.start()
+            ok &= part("C: two daemons with clocks 1.5 s apart (libfaketime), SIGKILLs, the "
+                       "first one's clock stepped back 1 h for 4 s, and Redis restarted with "
+                       "persistence", persistent, mariadb, 2,
                        args.seconds_c, args.schedules, rng, args.keep_logs,
                        gap_secs=TWO_DAEMONS_GAP_SECS, min_kills=int(args.seconds_c / 4),
-                       clock_offsets=(0.0, 1.5), clock_step=(args.seconds_c / 3, -3600.0, 4.0))
+                       clock_offsets=(0.0, 1.5), clock_step=(args.seconds_c / 3, -3600.0, 4.0),
+                       redis_restart=RedisRestart(persistent, args.seconds_c * 2 / 3, 2.0))
     finally:
         redis_server.cleanup()
+        persistent.cleanup()
         mariadb.cleanup()
     return 0 if ok else 1
 

@@ -3,7 +3,8 @@
 Redis and one MariaDB, 50 schedules firing every 1-3 s, daemons killed -9 at random moments and
 restarted; audited afterwards from the RQ queue lists (no worker runs, so a duplicate push shows as
 a repeated job id). The harness is tests/support/chaos.py; bench/chaos_long.py runs it for minutes.
-The clock-skew test runs the two daemons under libfaketime (Debian package `faketime`).
+The clock-skew test runs the two daemons under libfaketime (Debian package `faketime`), on a private
+persistent Redis that it restarts mid-run.
 
 Set BTU_CHAOS_SEED to replay a run's kill moments; failures name the seed.
 """
@@ -21,11 +22,11 @@ from twisted.trial import unittest
 
 from btu_twisted.builders import iso_utc, job_id
 from tests.support.chaos import (JOB_FUNCTION, ONE_DAEMON_DOWN_SECS, ONE_DAEMON_GAP_SECS,
-                                 TWO_DAEMONS_GAP_SECS, Enqueued, Outage, Run, check, read_enqueued,
-                                 run_chaos)
+                                 TWO_DAEMONS_GAP_SECS, Enqueued, Outage, RedisRestart, Run, check,
+                                 read_enqueued, run_chaos)
 from tests.support.daemon import short_dir
 from tests.support.pushes import LIBFAKETIME, PushMonitor
-from tests.support.servers import shared_mariadb, shared_redis, use_shared_servers
+from tests.support.servers import RedisServer, shared_mariadb, shared_redis, use_shared_servers
 
 SCHEDULES = 50
 TWO_DAEMONS_SECS = 60
@@ -35,6 +36,7 @@ SKEWED_SECS = 25        # chaos of the clock-skew test
 SKEWED_MIN_KILLS = 8
 SKEW_SECS = 1.5         # the second daemon's wall clock is this far ahead of the first one's
 STEP = (8.0, -3600.0, 4.0)  # seconds into the window, size, held: the first daemon's backward step
+REDIS_RESTART = (16.0, 2.0)  # seconds into the window, seconds down: Redis restarted with its files
 
 
 class ExactlyOnceUnderSigkillTests(unittest.TestCase):
@@ -50,9 +52,11 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
     def chaos(self, **settings) -> Run:
         run = run_chaos(self.directory, self.redis, self.redis_server.url,
                         shared_mariadb().socket_path, self.sql, self.database,
-                        schedules=SCHEDULES, rng=random.Random(self.seed), **settings)
+                        schedules=SCHEDULES, rng=random.Random(self.seed), log=log.msg, **settings)
         log.msg(f"chaos seed {self.seed}: {run.report.summary()}; restarts "
                 f"{[round(s, 2) for s in run.restart_seconds()]}")
+        for outage, resumed in zip(run.redis_outages, run.redis_resumed):
+            log.msg(f"Redis restart: {outage}; first push {resumed:.2f} s after it answered again")
         return run
 
     def verdict(self, run: Run) -> str:
@@ -60,6 +64,8 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
         tracebacks = "\n".join(run.tracebacks()[:3])
         return (f"BTU_CHAOS_SEED={self.seed}\n{run.report.details()}\n{tracebacks}\n"
                 f"early pushes: {run.early[:5]}\n"
+                f"pushes MONITOR missed: {run.unmonitored[:5]}\n"
+                f"Redis restarts: {run.redis_outages}\n"
                 f"daemon logs: {[d.log_path for d in run.daemons]}")
 
     def assertNothingWrong(self, run: Run) -> None:
@@ -94,22 +100,32 @@ class ExactlyOnceUnderSigkillTests(unittest.TestCase):
                            f"no outage made a schedule miss two fires\n{self.verdict(run)}")
         self.assertEqual(run.report.enqueued + len(run.report.coalesced), run.report.expected)
 
-    def test_two_daemons_with_skewed_clocks_and_a_step_enqueue_every_fire_exactly_once_on_time(self):
-        """Two daemons whose wall clocks are 1.5 s apart (libfaketime), one stepped back 1 h for 4 s, SIGKILLed at random moments: every fire of 50 schedules is enqueued exactly once and none before its instant by Redis time."""
+    def test_two_daemons_with_skewed_clocks_a_step_and_a_redis_restart_enqueue_every_fire_exactly_once_on_time(self):
+        """Two daemons whose wall clocks are 1.5 s apart (libfaketime), one stepped back 1 h for 4 s, SIGKILLed at random moments, their Redis restarted with persistence: every fire of 50 schedules is enqueued exactly once or coalesced by a catch-up, none before its instant by Redis time."""
         if not os.path.exists(LIBFAKETIME):
             raise unittest.SkipTest("libfaketime missing: apt-get install faketime")
+        self.redis_server = RedisServer(persistent=True)  # instead of the shared, ephemeral one
+        self.addCleanup(self.redis_server.cleanup)
+        self.redis_server.start()
+        self.redis = self.redis_server.client()
+        self.addCleanup(self.redis.close)
         pushes = PushMonitor(self.redis_server)
         self.addCleanup(pushes.stop)
 
         run = self.chaos(daemons=2, seconds=SKEWED_SECS, gap_secs=TWO_DAEMONS_GAP_SECS,
                          min_kills=SKEWED_MIN_KILLS + 2, clock_offsets=(0.0, SKEW_SECS),
-                         clock_step=STEP, pushes=pushes)
+                         clock_step=STEP, pushes=pushes,
+                         redis_restart=RedisRestart(self.redis_server, *REDIS_RESTART))
 
         self.assertGreaterEqual(run.report.kills, SKEWED_MIN_KILLS, self.verdict(run))
+        [outage] = run.redis_outages
+        self.assertGreater(outage.keys_after, 0, f"the restart restored nothing: {outage}")
         self.assertNothingWrong(run)
         self.assertEqual(run.early, [], self.verdict(run))
-        # A missing fire is one that a late catch-up's history entry says it coalesced (a daemon
-        # stalled a whole period on this shared machine): the misfire policy, never a loss.
+        self.assertEqual(run.unmonitored, [], self.verdict(run))
+        # A missing fire is one that a late catch-up's history entry says it coalesced (the fires
+        # that fell due while Redis was down, or a daemon stalled a whole period on this shared
+        # machine): the misfire policy, never a loss.
         self.assertEqual(run.report.enqueued + len(run.report.coalesced), run.report.expected,
                          self.verdict(run))
         self.assertGreater(run.report.expected, SCHEDULES * SKEWED_SECS / 3)

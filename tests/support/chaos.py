@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import redis
+
 from btu_twisted import cron
 from btu_twisted.history import HISTORY_PREFIX
 from btu_twisted.builders import job_id as job_id_of
@@ -361,7 +363,10 @@ class HistoryRecorder:
 
     def _run(self):
         while not self._stop.wait(self.POLL_SECS):
-            self.read()
+            try:
+                self.read()
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # Redis restarting (RedisRestart): its persisted lists are read next time
 
     def read(self) -> set:
         for key in self._client.scan_iter(match=self._prefix + "*", count=1000):
@@ -553,8 +558,14 @@ class Run:
     outages: list[Outage]
     daemons: list[ChaosDaemon]
     seconds: float
-    lateness: list[float] = field(default_factory=list)  # of the fires in the window, seconds
+    # of the fires in the window, seconds: by Redis time with a push monitor, else rq's enqueued_at
+    # (the enqueuing daemon's host clock, off by its skew)
+    lateness: list[float] = field(default_factory=list)
     early: list[str] = field(default_factory=list)  # pushes before their instant by Redis time
+    unmonitored: list[str] = field(default_factory=list)  # job ids pushed while MONITOR was away
+    redis_outages: list["RedisOutage"] = field(default_factory=list)
+    # per Redis restart, seconds from Redis answering again to the first job pushed (MONITOR)
+    redis_resumed: list[float] = field(default_factory=list)
 
     def tracebacks(self) -> list[str]:
         return [f"{d.name}: {tb}" for d in self.daemons for tb in d.tracebacks()]
@@ -567,14 +578,16 @@ def run_chaos(directory: str, client, redis_url: str, mariadb_socket: str, sql, 
               daemons: int, seconds: float, schedules: int, rng: random.Random,
               gap_secs: tuple[float, float], down_secs: tuple[float, float] = (0.0, 0.0),
               min_kills: int = 0, log=lambda text: None, clock_offsets: tuple[float, ...] = (),
-              clock_step: tuple[float, float, float] | None = None, pushes=None) -> Run:
+              clock_step: tuple[float, float, float] | None = None, pushes=None,
+              redis_restart: "RedisRestart | None" = None) -> Run:
     """Create `schedules` schedules, start `daemons` daemons, kill them for `seconds`, then check.
 
     `client` is a redis-py client of the (flushed) Redis at `redis_url`; `sql` an autocommit
     connection to `database`, which holds the Frappe schema and nothing else. `clock_offsets`
     runs the daemons under libfaketime, each its offset off the real clock; `clock_step`
     (seconds into the window, size, held seconds) steps the first daemon's clock by `size` and
-    back; `pushes` (a `pushes.PushMonitor`) gives `Run.early`.
+    back; `redis_restart` stops that Redis and starts it again while the daemons run; `pushes`
+    (a `pushes.PushMonitor`) gives `Run.early` and `Run.unmonitored`.
     """
     began = time.monotonic()
     crons = chaos_crons(schedules)
@@ -584,8 +597,9 @@ def run_chaos(directory: str, client, redis_url: str, mariadb_socket: str, sql, 
                          daemon_keys(f"chaos daemon {n}", os.path.join(directory, f"btu{n}.sock"),
                                      redis_url, mariadb_socket, database), offsets[n])
              for n in range(daemons)]
-    stepper = None
+    stepper = restarter = None
     histories = HistoryRecorder(client)
+    redis_outages: list[RedisOutage] = []
     try:
         start_all(fleet)
         wait_planned(client, schedules)
@@ -593,13 +607,16 @@ def run_chaos(directory: str, client, redis_url: str, mariadb_socket: str, sql, 
         window_end = window_start + seconds
         if clock_step is not None:
             stepper = _step_clock(fleet[0], window_start + clock_step[0], *clock_step[1:], log)
+        if redis_restart is not None:
+            restarter = _restart_redis(redis_restart, window_start, redis_outages, log)
         log(f"{daemons} daemon(s) up, {schedules} schedules planned; chaos for {seconds:.0f} s")
         outages = kill_loop(fleet, window_end, rng, gap_secs, down_secs, min_kills, log)
         last_look = max([window_end] + [o.up_at + AFTER_UP_MARGIN_SECS for o in outages])
         time.sleep(max(0.0, last_look + DRAIN_SECS - time.time()))
     finally:
-        if stepper is not None:
-            stepper.join()
+        for thread in (stepper, restarter):
+            if thread is not None:
+                thread.join()
         for daemon in fleet:
             daemon.stop()
         coalesced = histories.stop()
@@ -608,8 +625,17 @@ def run_chaos(directory: str, client, redis_url: str, mariadb_socket: str, sql, 
     report = check(found, crons, (window_start, window_end), outages, single_daemon=daemons == 1)
     lateness = [late for (_sid, when), late in found.lateness.items()
                 if report.window[0] <= when <= report.window[1]]
-    return Run(report, outages, fleet, time.monotonic() - began, sorted(lateness),
-               pushes.early() if pushes is not None else [])
+    run = Run(report, outages, fleet, time.monotonic() - began, sorted(lateness),
+              redis_outages=redis_outages)
+    if pushes is not None:
+        run.early = pushes.early()
+        run.unmonitored = pushes.unseen(job_id_of(sid, when) for sid, when in found.counts)
+        run.redis_resumed = [min((at for _, at in pushes.pushes if at >= o.started_at),
+                                 default=math.inf) - o.started_at for o in redis_outages]
+        pushed = ((int(job.rsplit("-", 1)[1]), at) for job, at in list(pushes.pushes))
+        run.lateness = sorted(at - when for when, at in pushed
+                              if report.window[0] <= when <= report.window[1])
+    return run
 
 
 def _step_clock(daemon: ChaosDaemon, at: float, size: float, held: float, log) -> threading.Thread:
@@ -623,5 +649,56 @@ def _step_clock(daemon: ChaosDaemon, at: float, size: float, held: float, log) -
         log(f"{daemon.name}: clock right again")
 
     thread = threading.Thread(target=step, daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass(frozen=True)
+class RedisRestart:
+    """A restart of the shared Redis with persistence while the daemons run: `at` seconds into the
+    window it is shut down gracefully (SIGTERM: a `persistent=True` servers.RedisServer writes its
+    RDB snapshot and its append-only file on the way down, as SHUTDOWN SAVE does), stays down
+    `down_secs`, and starts again on the same socket and directory, from its files."""
+
+    server: object  # a tests.support.servers.RedisServer(persistent=True)
+    at: float
+    down_secs: float
+
+
+@dataclass(frozen=True)
+class RedisOutage:
+    """One RedisRestart as it happened: wall-clock times and the keys before and after."""
+
+    stopped_at: float
+    started_at: float
+    keys_before: int  # DBSIZE just before the shutdown
+    keys_after: int   # DBSIZE as soon as it answers again: what the files restored
+
+
+def _restart_redis(restart: RedisRestart, window_start: float, outages: list[RedisOutage],
+                   log) -> threading.Thread:
+    """About `restart.at` seconds into the window, restart the Redis; appends to `outages`."""
+    def dbsize() -> int:
+        client = restart.server.client()
+        try:
+            return client.dbsize()
+        finally:
+            client.close()
+
+    def run():
+        # Just after a whole second: while the daemons run that second's enqueue transactions.
+        time.sleep(max(0.0, math.ceil(window_start + restart.at) + 0.002 - time.time()))
+        before = dbsize()
+        stopped_at = time.time()
+        restart.server.stop()
+        log(f"Redis shut down (saving) with {before} keys")
+        time.sleep(max(0.0, stopped_at + restart.down_secs - time.time()))
+        restart.server.start()
+        started_at = time.time()
+        after = dbsize()
+        outages.append(RedisOutage(stopped_at, started_at, before, after))
+        log(f"Redis started again after {started_at - stopped_at:.2f} s with {after} keys")
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread

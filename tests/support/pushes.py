@@ -27,33 +27,66 @@ def set_faketime_offset(offset_file: str, seconds: float) -> None:
 
 class PushMonitor:
     """Redis MONITOR in a thread: the Redis time at which each job id was pushed onto an RQ queue
-    (`queue`, or any queue when None)."""
+    (`queue`, or any queue when None). When Redis restarts, it connects again at once (every
+    RECONNECT_SECS), before the daemons' back-off lets them push again; `unseen` says whether a
+    push slipped through meanwhile."""
+
+    RECONNECT_SECS = 0.01
 
     def __init__(self, redis_server, queue: str | None = None):
-        self._client = redis_server.client(socket_timeout=None)
-        self._monitor = self._client.monitor()
-        self._monitor.__enter__()
+        self._server = redis_server
         self._key = None if queue is None else f"rq:queue:{queue}"
         self.pushes: list[tuple[str, float]] = []
+        self.reconnects = 0
+        self._stopped = threading.Event()
+        self._client = self._monitor = None
+        self._connect()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self):
-        try:
-            for command in self._monitor.listen():
-                parts = command["command"].split(" ")
-                if parts[0] in ("RPUSH", "LPUSH") and len(parts) > 2 and (
-                        parts[1] == self._key if self._key else parts[1].startswith("rq:queue:")):
-                    self.pushes.extend((job_id, command["time"]) for job_id in parts[2:])
-        except Exception:
-            return  # closed by stop()
+    def _connect(self) -> None:
+        self._client = self._server.client(socket_timeout=None)
+        self._monitor = self._client.monitor()
+        self._monitor.__enter__()
 
-    def stop(self):
-        self._client.close()
+    def _run(self):
+        while not self._stopped.is_set():
+            try:
+                self._listen()
+            except Exception:
+                pass  # Redis went away (or stop() closed the connection)
+            while not self._stopped.is_set():
+                self._close()
+                try:
+                    self._connect()
+                    self.reconnects += 1
+                    break
+                except Exception:
+                    self._stopped.wait(self.RECONNECT_SECS)
+
+    def _listen(self):
+        for command in self._monitor.listen():
+            parts = command["command"].split(" ")
+            if parts[0] in ("RPUSH", "LPUSH") and len(parts) > 2 and (
+                    parts[1] == self._key if self._key else parts[1].startswith("rq:queue:")):
+                self.pushes.extend((job_id, command["time"]) for job_id in parts[2:])
+
+    def _close(self):
         try:
+            self._client.close()
             self._monitor.connection.disconnect()
         except Exception:
             pass
+
+    def stop(self):
+        self._stopped.set()
+        self._close()
+        self._thread.join(5)
+
+    def unseen(self, job_ids) -> list[str]:
+        """The ids among `job_ids` (read from the queue lists) that no watched push carried."""
+        seen = {job_id for job_id, _ in list(self.pushes)}
+        return sorted(set(job_ids) - seen)
 
     def fires(self) -> dict[int, float]:
         """{fire instant: Redis time pushed} of a one-schedule queue; fails on a duplicate push."""
