@@ -45,7 +45,7 @@ def refreshed(daemon: Daemon, after: float | None = None) -> dict:
     """The figures of the daemon's next completed refresh (one started at or after `after`)."""
     status = daemon.wait_refreshed(timeout=600, after=after)
     rss, hwm = memory_mb(daemon.pid)
-    return {"seconds": status["last_refresh"]["seconds"], "schedules": status["last_refresh"]["schedules"],
+    return {"at": status["last_refresh"]["at"], "seconds": status["last_refresh"]["seconds"], "schedules": status["last_refresh"]["schedules"],
             "rss": rss, "hwm": hwm, "unplannable": len(status["unplannable"])}
 
 
@@ -73,9 +73,10 @@ def measure(servers: Servers, code: str | None = None) -> dict:
             startup = refreshed(daemon)
             startup["wall"] = time.time() - began
             startup["planned"] = redis.hlen(PLANNED_KEY)
-            again_at = time.time()
             daemon.request({"request_type": "reload", "request_content": None})
-            reload = refreshed(daemon, after=again_at)
+            # Any later refresh: its start is on the daemon's Redis-synchronised clock, which may
+            # read a few ms behind this process's.
+            reload = refreshed(daemon, after=startup["at"] + 0.001)
         finally:
             daemon.stop()
         daemon = Daemon(servers, db=0, code=code)

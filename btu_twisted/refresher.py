@@ -107,6 +107,10 @@ class Refresher(service.Service):
             ids = yield self._source.enabled_ids()
         except Exception:
             return False  # the source logged the outage; _finished schedules the retry
+        if self._rows is not None:
+            # The row cache's copies of the IDs, so the query's own 100 000 strings (6 MB) are
+            # freed before the queue and the set below are built.
+            ids = self._rows.held(ids)
         self._queue.put_many(ids)
         try:
             yield self._cancel_disabled(set(ids))
