@@ -1,15 +1,19 @@
-"""Full refresh of 10 000 and 100 000 schedules, and the daemon's memory after it (DESIGN §9).
+"""The three kinds of full refresh of 10 000, 100 000 (and 150 000) schedules, with the daemon's
+memory (DESIGN §9, issue 13).
 
 Ours only (no peer has a SQL-backed refresh; `rq cron` start-up with the same job count is in
 bench_idle.py). MariaDB holds N enabled BTU Task Schedules (a mix of 5-field cron strings none of
-which fires during the run, time zone Europe/London from BTU Configuration) inserted with batched
-executemany; Redis starts empty. `twistd -n btu` starts, and its start-up refresh is read from the
-`status` request: `last_refresh.seconds` (from reading the enabled IDs to the last schedule
-planned in Redis). A second refresh (`reload`, everything already planned) is timed too.
-RSS is VmRSS / VmHWM (peak) from /proc/<pid>/status once the refresh is done.
+which fires during the run, time zone Europe/London from BTU Configuration) inserted once per count
+with batched executemany. Then `twistd -n btu`:
+- starts on an empty Redis (start-up refresh);
+- is asked to `reload` (everything already planned, the row cache full);
+- is stopped and a new process started on the Redis it left (restart on a populated Redis).
+Each refresh is read from the `status` request: `last_refresh.seconds` (from reading the enabled
+IDs to the last schedule planned in Redis); RSS is VmRSS / VmHWM (peak of the process so far)
+from /proc/<pid>/status once it is done.
 
-With `--before REV`, every count is measured twice in the same run, first with `btu_twisted/` as of
-REV (common.archived_tree), then with the working tree, and both columns are printed.
+With `--before REV`, every count is measured twice in the same run on the same rows, first with
+`btu_twisted/` as of REV (common.archived_tree), then with the working tree, both columns printed.
 
 Run from the repository root: `.venv/bin/python bench/bench_refresh.py [count ...] [--before REV]`.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from btu_twisted import refresher as refresher_module
 from btu_twisted.planner import Planner, RowCache
 from btu_twisted.refresher import Refresher
 from btu_twisted.stats import Stats
@@ -76,8 +77,9 @@ class PagedScanTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_refresh_cancels_disabled_and_drops_strays_across_pages(self):
-        """A full refresh paging 10 at a time keeps the enabled schedules planned, cancels the
-        disabled ones and removes every stray member."""
+        """A full refresh paging 10 at a time (and queueing 70 IDs at a time) keeps the enabled
+        schedules planned, cancels the disabled ones and removes every stray member."""
+        self.patch(refresher_module, "QUEUED_AT_ONCE", 70)
         source = FakeSource(*(schedule(sid(i), cron="0 3 * * *", enabled=i % 2 == 0) for i in range(COUNT)))
         queue, stats = UniqueQueue(), Stats(started_at=reactor.seconds())
         planner = Planner(reactor, queue, source, self.store, RowCache(), stats)
