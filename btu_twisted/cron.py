@@ -25,6 +25,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Distinct expressions kept parsed; many schedules share a few expressions.
 PARSE_CACHE_SIZE = 4096
+# Next fires kept by (expression, zone, whole second after): a refresh plans every schedule against
+# the same few seconds, and many schedules share an expression and a zone.
+NEXT_FIRE_CACHE_SIZE = 4096
 
 _ONE_SECOND = timedelta(seconds=1)
 # Fires fall on whole seconds, so "strictly after this" means "at or after the next whole second".
@@ -159,9 +162,20 @@ def next_fire(expression: str, zone: str, after: datetime) -> datetime:
     Raises CronError for a bad expression or zone, or when the expression never fires again
     (its year field is exhausted); ValueError when `after` is naive.
     """
-    for instant, _rank, _note in _fires(parse(expression), _zone(zone), _naive_utc(after)):
+    # Fires fall on whole seconds, so the first one strictly after `after` is the first one
+    # strictly after its whole second: one cache entry serves every instant of that second.
+    found = _next_fire_after_second(expression, zone, _naive_utc(after).replace(microsecond=0))
+    if found is None:
+        raise CronError(f"{expression!r} never fires after {after.isoformat()}")
+    return found
+
+
+@functools.lru_cache(maxsize=NEXT_FIRE_CACHE_SIZE)
+def _next_fire_after_second(expression: str, zone: str, after: datetime) -> datetime | None:
+    """The first fire strictly after the naive UTC whole second `after` (aware, UTC), None if none."""
+    for instant, _rank, _note in _fires(parse(expression), _zone(zone), after):
         return instant.replace(tzinfo=timezone.utc)
-    raise CronError(f"{expression!r} never fires after {after.isoformat()}")
+    return None
 
 
 def preview(expression: str, zone: str, after: datetime, count: int) -> list[Fire]:

@@ -10,6 +10,8 @@ Serving several sites of a bench, each site's store has the same keys under `btu
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet import defer
 
 from btu_twisted.redis_connections import (REPLY_TIMEOUT_SECS, RedisSettings, WritesRefused,
@@ -70,6 +72,40 @@ for i = 1, #ARGV do
 end
 return removed
 """
+
+# One ZSCAN page of the schedule set: remove its members that are not their schedule's planned
+# member (STRAYS_SCRIPT's rule), and return the next cursor and, as one JSON text, the schedule IDs
+# of the removed members that name one. One bulk reply per page: txredisapi's parser costs ~7 µs
+# per reply element, so 100 000 elements cost more than the whole page's work in Redis.
+STRAYS_PAGE_SCRIPT = """
+local page = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local items, removed = page[2], {}
+for i = 1, #items, 2 do
+  local member = items[i]
+  local id = string.match(member, '^(.*)|%d+$')
+  if id == nil or redis.call('HGET', KEYS[2], id) ~= member then
+    redis.call('ZREM', KEYS[1], member)
+    if id ~= nil then removed[#removed + 1] = id end
+  end
+end
+return {page[1], cjson.encode(removed)}
+"""
+
+# One HSCAN page of the planned map: the next cursor and the page's schedule IDs as one JSON text.
+PLANNED_PAGE_SCRIPT = """
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local items, ids = page[2], {}
+for i = 1, #items, 2 do ids[#ids + 1] = items[i] end
+return {page[1], cjson.encode(ids)}
+"""
+
+
+def _page(reply) -> tuple[int, list[str]]:
+    """(next cursor, IDs) of a page script's reply; Lua's cjson writes an empty table as `{}`."""
+    cursor, text = reply
+    if isinstance(text, bytes):  # txredisapi hands back bytes that are not UTF-8
+        text = text.decode("utf-8", "replace")
+    return int(cursor), list(json.loads(text) or ())
 
 
 def make_member(schedule_id: str, when: int) -> str:
@@ -153,6 +189,18 @@ class ScheduleStore:
         if not members:
             return defer.succeed(0)
         return self._call("eval", STRAYS_SCRIPT, [self.layout.schedule_key, self.layout.planned_key], list(members))
+
+    def scan_strays(self, cursor: int, count: int) -> defer.Deferred:
+        """Remove the strays among about `count` members from ZSCAN `cursor` on (0 starts a scan);
+        fires with (next cursor, 0 when done; IDs named by the removed members)."""
+        d = self._call("eval", STRAYS_PAGE_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], [str(cursor), str(count)])
+        return d.addCallback(_page)
+
+    def scan_planned(self, cursor: int, count: int) -> defer.Deferred:
+        """About `count` schedule IDs of the planned map from HSCAN `cursor` on (0 starts a scan);
+        fires with (next cursor, 0 when done; the IDs)."""
+        d = self._call("eval", PLANNED_PAGE_SCRIPT, [PLANNED_KEY], [str(cursor), str(count)])
+        return d.addCallback(_page)
 
     def remove_members(self, members: list[str]) -> defer.Deferred:
         """Remove exactly `members` (malformed ones, which no schedule can own)."""

@@ -95,6 +95,23 @@ class FakeStore:
                 self.zset.pop(member, None)
         return defer.succeed(None)
 
+    def scan_strays(self, cursor, count):
+        """ScheduleStore.scan_strays in one page (as Redis scans a small set)."""
+        self._guard()
+        removed = []
+        for member in list(self.zset):
+            parsed = split_member(member)
+            if parsed is None or self.planned_map.get(parsed[0]) != member:
+                del self.zset[member]
+                if parsed is not None:
+                    removed.append(parsed[0])
+        return defer.succeed((0, removed))
+
+    def scan_planned(self, cursor, count):
+        """ScheduleStore.scan_planned in one page (as Redis scans a small set)."""
+        self._guard()
+        return defer.succeed((0, list(self.planned_map)))
+
     def remove_members(self, members):
         self._guard()
         for member in members:

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
@@ -121,6 +121,46 @@ class PlannerTests(unittest.TestCase):
         self.queue.put("TS-1")
         self.run_queue()
         self.assertEqual(self.store.zset, {f"TS-1|{T0 - 60}": T0 - 60})
+
+    def test_next_rows_read_while_a_batch_writes_and_writes_stay_in_order(self):
+        """While a batch's Redis writes are under way the next batch's rows are read, and its
+        writes wait for them."""
+        held, plan = [], self.store.plan
+
+        def held_plan(entries, now):  # applied at once, answered when the test says
+            kept = self.successResultOf(plan(entries, now))
+            answer = defer.Deferred()
+            held.append((entries, answer))
+            return answer.addCallback(lambda _: kept)
+
+        self.store.plan = held_plan
+        self.source.rows.update({i: schedule(i) for i in ("TS-3", "TS-4")})
+        self.queue.put_many(["TS-1", "TS-2", "TS-3", "TS-4"])
+        self.run_queue()
+        self.assertEqual(self.source.reads, [["TS-1", "TS-2"], ["TS-3", "TS-4"]])
+        self.assertEqual([entries for entries, _ in held], [[("TS-1", T0 + 300), ("TS-2", T0 + 15 * 3600)]])
+        idle = self.planner.idle()
+        held[0][1].callback(None)
+        self.run_queue()
+        self.assertEqual([entries[0][0] for entries, _ in held], ["TS-1", "TS-3"])
+        self.assertNoResult(idle)
+        held[1][1].callback(None)
+        self.run_queue()
+        self.successResultOf(idle)
+
+    def test_next_fire_kept_for_one_second_only(self):
+        """Rows planned within one second share a next fire; the next second plans anew."""
+        self.source.rows = {i: schedule(i, cron="* * * * * * *") for i in ("TS-1", "TS-2", "TS-3")}
+        self.queue.put_many(["TS-1"])
+        self.run_queue()
+        self.clock.advance(0.5)
+        self.queue.put_many(["TS-2"])
+        self.run_queue()
+        self.assertEqual(self.store.planned_map, {"TS-1": f"TS-1|{T0 + 1}", "TS-2": f"TS-2|{T0 + 1}"})
+        self.clock.advance(0.5)
+        self.queue.put_many(["TS-3"])
+        self.run_queue()
+        self.assertEqual(self.store.planned_map["TS-3"], f"TS-3|{T0 + 2}")
 
     def test_source_failure_retried_later(self):
         """When the source is down the batch is retried after RETRY_MIN_SECS and the caller told."""
