@@ -193,13 +193,13 @@ class ScheduleStore:
     def scan_strays(self, cursor: int, count: int) -> defer.Deferred:
         """Remove the strays among about `count` members from ZSCAN `cursor` on (0 starts a scan);
         fires with (next cursor, 0 when done; IDs named by the removed members)."""
-        d = self._call("eval", STRAYS_PAGE_SCRIPT, [SCHEDULE_KEY, PLANNED_KEY], [str(cursor), str(count)])
+        d = self._call("eval", STRAYS_PAGE_SCRIPT, [self.layout.schedule_key, self.layout.planned_key], [str(cursor), str(count)])
         return d.addCallback(_page)
 
     def scan_planned(self, cursor: int, count: int) -> defer.Deferred:
         """About `count` schedule IDs of the planned map from HSCAN `cursor` on (0 starts a scan);
         fires with (next cursor, 0 when done; the IDs)."""
-        d = self._call("eval", PLANNED_PAGE_SCRIPT, [PLANNED_KEY], [str(cursor), str(count)])
+        d = self._call("eval", PLANNED_PAGE_SCRIPT, [self.layout.planned_key], [str(cursor), str(count)])
         return d.addCallback(_page)
 
     def remove_members(self, members: list[str]) -> defer.Deferred:
@@ -239,14 +239,6 @@ class ScheduleStore:
         """[(member, score)] of the next `count` fires."""
         found = yield self._call("zrange", self.layout.schedule_key, 0, count - 1, withscores=True)
         return [(member, score) for member, score in found]
-
-    def members(self) -> defer.Deferred:
-        """Every member of the schedule set."""
-        return self._call("zrange", self.layout.schedule_key, 0, -1)
-
-    def planned(self) -> defer.Deferred:
-        """The planned-member map {schedule_id: member}."""
-        return self._call("hgetall", self.layout.planned_key)
 
     def count(self) -> defer.Deferred:
         """How many fires are planned."""

@@ -138,10 +138,6 @@ class FakeStore:
     def count(self):
         return defer.succeed(len(self.zset))
 
-    def planned(self):
-        self._guard()
-        return defer.succeed(dict(self.planned_map))
-
     def mark_refreshed(self, when):
         self._guard()
         self.refreshed_at = when
@@ -150,10 +146,6 @@ class FakeStore:
     def refresh_marked(self):
         self._guard()
         return defer.succeed(self.refreshed_at is not None)
-
-    def members(self):
-        self._guard()
-        return defer.succeed(list(self.zset))
 
 
 class FakeEnqueuer:
