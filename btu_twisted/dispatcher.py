@@ -30,8 +30,10 @@ UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis
                redis.TimeoutError, txredisapi.ConnectionError)
 PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
 BATCH_SIZE = 2000        # due members read from Redis per dispatch cycle
-TRANSACTION_SIZE = 100   # fires per Redis transaction: bounds the pipeline's memory, and the
-                         # first jobs of a large burst land before the last are built
+# Fires per Redis transaction, for the transactions of one instant in turn: the first alone, so it
+# lands as soon as for a single schedule; then growing, each sent while the next is prepared...
+FIRST_TRANSACTION_SIZES = (1, 10)
+TRANSACTION_SIZE = 100   # ... up to this, which bounds the time one transaction holds Redis
 MAX_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, unix seconds: the last instant a datetime holds
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
 
@@ -166,6 +168,7 @@ class Dispatcher(service.Service):
     @defer.inlineCallbacks
     def _run_cycle(self):
         """Dispatch everything due; fires with a back-off delay when something failed, else None."""
+        done = []  # (fires, outcomes, clock time) of each transaction, logged when the cycle ends
         try:
             while True:
                 now = self._clock.seconds()
@@ -175,16 +178,21 @@ class Dispatcher(service.Service):
                 due = [(member, score) for member, score in due if member not in self._parked]
                 if not due:
                     return None
-                handled = yield self._dispatch(due)
+                handled = yield self._dispatch(due, done)
                 if handled < len(due):
                     return self._next_backoff()
         except Exception as e:
             self._redis_failed(e)
             return self._next_backoff()
+        finally:
+            # After the last transaction, so that the log lines (about 30 µs each) delay no job.
+            for fires, outcomes, at in done:
+                self._record(fires, outcomes, at)
 
     @defer.inlineCallbacks
-    def _dispatch(self, due: list[tuple[str, float]]):
-        """Enqueue one batch of due members; fires with how many members were dealt with."""
+    def _dispatch(self, due: list[tuple[str, float]], done: list):
+        """Enqueue one batch of due members, adding each transaction's (fires, outcomes, time) to
+        `done`; fires with how many members were dealt with."""
         latest: dict[str, int] = {}
         strays, malformed = [], []
         for member, score in due:
@@ -217,12 +225,13 @@ class Dispatcher(service.Service):
                    for schedule_id, when in latest.items()]
         fires = yield self._build_jobs([fire for fire in decided if fire is not None])
         parked = len(decided) - len(fires) - decided.count(None)
+        prepared = yield self._run_in_thread(self._enqueuer.prepare, fires)
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
-            for start in range(0, len(group), TRANSACTION_SIZE):
-                chunk = group[start:start + TRANSACTION_SIZE]
-                outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when)
-                self._record(chunk, outcomes)
+            for chunk in _transactions(group):
+                outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when,
+                                                     prepared=prepared)
+                done.append((chunk, outcomes, self._clock.seconds()))
         return len(fires) + parked + len(strays) + len(malformed)
 
     @defer.inlineCallbacks
@@ -333,11 +342,12 @@ class Dispatcher(service.Service):
                 fires.append(self._unusable(fire, outcome, item.row))
         return fires
 
-    def _record(self, group: list[Fire], outcomes: list[str]) -> None:
+    def _record(self, group: list[Fire], outcomes: list[str], at: float) -> None:
+        """Count and log one transaction's outcomes (`at`: when it was done)."""
         for fire, outcome in zip(group, outcomes):
             if outcome == ENQUEUED:
                 self._stats.count("enqueued", fire.job.queue)
-                self._stats.lateness.observe(max(0.0, self._clock.seconds() - fire.when))
+                self._stats.lateness.observe(max(0.0, at - fire.when))
                 self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
                               schedule_id=fire.schedule_id, due=iso_utc(fire.when),
                               job_id=fire.job.job_id, queue=fire.job.queue)
@@ -396,6 +406,17 @@ def _malformed(parsed: tuple[str, int] | None, score: float) -> str | None:
     if when != score:
         return f"its time {when} disagrees with its score {score:.0f}"
     return None
+
+
+def _transactions(group: list[Fire]):
+    """`group` (fires of one instant) cut into transactions of FIRST_TRANSACTION_SIZES, then of
+    TRANSACTION_SIZE."""
+    sizes = iter(FIRST_TRANSACTION_SIZES)
+    start = 0
+    while start < len(group):
+        size = next(sizes, TRANSACTION_SIZE)
+        yield group[start:start + size]
+        start += size
 
 
 def _latest_fire(row, when: int, now: float) -> int:
