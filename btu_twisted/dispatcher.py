@@ -29,7 +29,8 @@ from btu_twisted.store import SCHEDULE_KEY, describe_error, split_member
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
                redis.TimeoutError, txredisapi.ConnectionError)
 PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
-BATCH_SIZE = 2000        # due members read from Redis per dispatch cycle
+BATCH_SIZE = 10_000      # due members read from Redis per dispatch cycle...
+PART_SIZE = 2000         # ... and prepared at a time (rows read, jobs built and packed)
 # Fires per Redis transaction, for the transactions of one instant in turn: the first alone, so it
 # lands as soon as for a single schedule; then growing, each sent while the next is prepared...
 FIRST_TRANSACTION_SIZES = (1, 10)
@@ -214,6 +215,25 @@ class Dispatcher(service.Service):
             yield self._store.remove_members(malformed)
         if strays:
             yield self._store.remove_strays(strays)
+        handled = len(strays) + len(malformed)
+        # Part by part: while one part's transactions run in the enqueue thread, the next part is
+        # read, decided, built and packed here, so a burst larger than a part is not prepared
+        # only after the first part is in.
+        ids = list(latest)
+        enqueued = defer.succeed(None)  # the transactions of the parts so far, in order
+        try:
+            for start in range(0, len(ids), PART_SIZE):
+                fires, prepared, parked = yield self._prepare({i: latest[i] for i in ids[start:start + PART_SIZE]})
+                handled += len(fires) + parked
+                enqueued.addCallback(lambda _, fires=fires, prepared=prepared: self._enqueue(fires, prepared, done))
+        finally:
+            yield enqueued
+        return handled
+
+    @defer.inlineCallbacks
+    def _prepare(self, latest: dict[str, int]):
+        """Read the rows of one part of the due schedules (ID -> fire instant), decide each fire
+        and build and pack its job; fires with (fires, packed jobs, how many were parked)."""
         # The earliest fire's instant is the re-read's deadline (a late batch still gets a short
         # wait): a database that answers later must not hold the fire back.
         deadline = max(min(latest.values(), default=0), self._clock.seconds() + PREPARE_LEAD_SECS)
@@ -224,15 +244,19 @@ class Dispatcher(service.Service):
         decided = [self._fire(schedule_id, when, rows.get(schedule_id, _MISSING), now)
                    for schedule_id, when in latest.items()]
         fires = yield self._build_jobs([fire for fire in decided if fire is not None])
-        parked = len(decided) - len(fires) - decided.count(None)
         prepared = yield self._run_in_thread(self._enqueuer.prepare, fires)
+        return fires, prepared, len(decided) - len(fires) - decided.count(None)
+
+    @defer.inlineCallbacks
+    def _enqueue(self, fires: list[Fire], prepared: dict, done: list):
+        """Run the transactions of `fires`, instant by instant, adding each one's (fires,
+        outcomes, time) to `done`."""
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
             for chunk in _transactions(group):
                 outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when,
                                                      prepared=prepared)
                 done.append((chunk, outcomes, self._clock.seconds()))
-        return len(fires) + parked + len(strays) + len(malformed)
 
     @defer.inlineCallbacks
     def _read_rows(self, ids: list[str], deadline: float):
