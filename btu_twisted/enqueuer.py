@@ -132,7 +132,8 @@ class Enqueuer:
         client = self.connection
         prepared = {}
         scratch = client.pipeline()
-        packer = client.connection_pool.get_connection()
+        pool = client.connection_pool
+        packer = pool.connection_class(**pool.connection_kwargs)  # never connected: it only packs
         try:
             for fire in fires:
                 if fire.job is None:
@@ -149,7 +150,6 @@ class Enqueuer:
                 scratch.command_stack = []
         finally:
             scratch.reset()
-            client.connection_pool.release(packer)
         return prepared
 
     def dispatch(self, fires: list[Fire], not_before: float, prepared: dict | None = None) -> list[str]:
