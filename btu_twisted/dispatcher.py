@@ -30,7 +30,8 @@ UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis
                redis.TimeoutError, txredisapi.ConnectionError)
 PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
 BATCH_SIZE = 10_000      # due members read from Redis per dispatch cycle...
-PART_SIZE = 2000         # ... and prepared at a time (rows read, jobs built and packed)
+FIRST_PART_SIZES = (500,)  # ... prepared (rows read, jobs built and packed) first this many, so
+PART_SIZE = 2000           # that the first jobs are ready well before the instant, then this many
 # Fires per Redis transaction, for the transactions of one instant in turn: the first alone, so it
 # lands as soon as for a single schedule; then growing, each sent while the next is prepared...
 FIRST_TRANSACTION_SIZES = (1, 10)
@@ -169,7 +170,7 @@ class Dispatcher(service.Service):
     @defer.inlineCallbacks
     def _run_cycle(self):
         """Dispatch everything due; fires with a back-off delay when something failed, else None."""
-        done = []  # (fires, outcomes, clock time) of each transaction, logged when the cycle ends
+        lines = []  # the log lines of the cycle's transactions, written when it ends
         try:
             while True:
                 now = self._clock.seconds()
@@ -179,7 +180,7 @@ class Dispatcher(service.Service):
                 due = [(member, score) for member, score in due if member not in self._parked]
                 if not due:
                     return None
-                handled = yield self._dispatch(due, done)
+                handled = yield self._dispatch(due, lines)
                 if handled < len(due):
                     return self._next_backoff()
         except Exception as e:
@@ -187,13 +188,12 @@ class Dispatcher(service.Service):
             return self._next_backoff()
         finally:
             # After the last transaction, so that the log lines (about 30 µs each) delay no job.
-            for fires, outcomes, at in done:
-                self._record(fires, outcomes, at)
+            self._log(lines)
 
     @defer.inlineCallbacks
-    def _dispatch(self, due: list[tuple[str, float]], done: list):
-        """Enqueue one batch of due members, adding each transaction's (fires, outcomes, time) to
-        `done`; fires with how many members were dealt with."""
+    def _dispatch(self, due: list[tuple[str, float]], lines: list):
+        """Enqueue one batch of due members, adding the log lines of its transactions to `lines`;
+        fires with how many members were dealt with."""
         latest: dict[str, int] = {}
         strays, malformed = [], []
         for member, score in due:
@@ -222,10 +222,10 @@ class Dispatcher(service.Service):
         ids = list(latest)
         enqueued = defer.succeed(None)  # the transactions of the parts so far, in order
         try:
-            for start in range(0, len(ids), PART_SIZE):
-                fires, prepared, parked = yield self._prepare({i: latest[i] for i in ids[start:start + PART_SIZE]})
+            for part in _cut(ids, FIRST_PART_SIZES, PART_SIZE):
+                fires, prepared, parked = yield self._prepare({i: latest[i] for i in part})
                 handled += len(fires) + parked
-                enqueued.addCallback(lambda _, fires=fires, prepared=prepared: self._enqueue(fires, prepared, done))
+                enqueued.addCallback(lambda _, fires=fires, prepared=prepared: self._enqueue(fires, prepared, lines))
         finally:
             yield enqueued
         return handled
@@ -248,15 +248,14 @@ class Dispatcher(service.Service):
         return fires, prepared, len(decided) - len(fires) - decided.count(None)
 
     @defer.inlineCallbacks
-    def _enqueue(self, fires: list[Fire], prepared: dict, done: list):
-        """Run the transactions of `fires`, instant by instant, adding each one's (fires,
-        outcomes, time) to `done`."""
+    def _enqueue(self, fires: list[Fire], prepared: dict, lines: list):
+        """Run the transactions of `fires`, instant by instant, adding their log lines to `lines`."""
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
-            for chunk in _transactions(group):
+            for chunk in _cut(group, FIRST_TRANSACTION_SIZES, TRANSACTION_SIZE):
                 outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when,
                                                      prepared=prepared)
-                done.append((chunk, outcomes, self._clock.seconds()))
+                self._record(chunk, outcomes, lines)
 
     @defer.inlineCallbacks
     def _read_rows(self, ids: list[str], deadline: float):
@@ -366,19 +365,28 @@ class Dispatcher(service.Service):
                 fires.append(self._unusable(fire, outcome, item.row))
         return fires
 
-    def _record(self, group: list[Fire], outcomes: list[str], at: float) -> None:
-        """Count and log one transaction's outcomes (`at`: when it was done)."""
+    def _record(self, group: list[Fire], outcomes: list[str], lines: list) -> None:
+        """Count one transaction's outcomes, and add their log lines to `lines` (written by
+        `_log` after the cycle's last transaction, so that the lines, about 30 µs each, delay no
+        job; kept as a few strings each, not the fires)."""
+        now = self._clock.seconds()
         for fire, outcome in zip(group, outcomes):
             if outcome == ENQUEUED:
                 self._stats.count("enqueued", fire.job.queue)
-                self._stats.lateness.observe(max(0.0, at - fire.when))
-                self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
-                              schedule_id=fire.schedule_id, due=iso_utc(fire.when),
-                              job_id=fire.job.job_id, queue=fire.job.queue)
+                self._stats.lateness.observe(max(0.0, now - fire.when))
+                lines.append((outcome, fire.schedule_id, fire.when, fire.job.job_id, fire.job.queue))
             elif outcome == ALREADY_ENQUEUED:
                 self._stats.counts["already_enqueued"] += 1
+                lines.append((outcome, fire.schedule_id, fire.when, None, None))
+
+    def _log(self, lines: list) -> None:
+        for outcome, schedule_id, when, job_id, queue in lines:
+            if outcome == ENQUEUED:
+                self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
+                              schedule_id=schedule_id, due=iso_utc(when), job_id=job_id, queue=queue)
+            else:
                 self.log.info("{schedule_id} for {due} was already enqueued (by a peer or before a "
-                              "restart)", schedule_id=fire.schedule_id, due=iso_utc(fire.when))
+                              "restart)", schedule_id=schedule_id, due=iso_utc(when))
 
     def _sql_slow(self, slow: bool) -> None:
         """Record whether re-reads miss their deadline (`status`: sql.slow), logging the change."""
@@ -432,15 +440,14 @@ def _malformed(parsed: tuple[str, int] | None, score: float) -> str | None:
     return None
 
 
-def _transactions(group: list[Fire]):
-    """`group` (fires of one instant) cut into transactions of FIRST_TRANSACTION_SIZES, then of
-    TRANSACTION_SIZE."""
-    sizes = iter(FIRST_TRANSACTION_SIZES)
+def _cut(items: list, first_sizes: tuple[int, ...], size: int):
+    """`items` in consecutive slices of `first_sizes`, then of `size`."""
+    sizes = iter(first_sizes)
     start = 0
-    while start < len(group):
-        size = next(sizes, TRANSACTION_SIZE)
-        yield group[start:start + size]
-        start += size
+    while start < len(items):
+        step = next(sizes, size)
+        yield items[start:start + step]
+        start += step
 
 
 def _latest_fire(row, when: int, now: float) -> int:

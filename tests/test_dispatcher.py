@@ -253,7 +253,8 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual(sorted(enqueued), [f"TS-B{i:04d}" for i in range(120)])
 
     def test_the_next_part_is_prepared_while_a_part_is_enqueued(self):
-        """Beyond PART_SIZE fires, later parts are read, built and packed while the first part's transactions still run."""
+        """Beyond the first part (FIRST_PART_SIZES, then PART_SIZE fires), later parts are read, built and packed while the first part's transactions still run."""
+        self.patch(dispatcher, "FIRST_PART_SIZES", (3,))
         self.patch(dispatcher, "PART_SIZE", 5)
         held, packed = [], []
         prepare = self.enqueuer.prepare
@@ -267,8 +268,8 @@ class DispatcherTests(unittest.TestCase):
         self.enqueuer.prepare = lambda fires: packed.append(len(fires)) or prepare(fires)
         self.dispatcher._run_in_thread = in_thread
         self.burst(12)
-        self.assertEqual((packed, len(held)), ([5, 5, 2], 1))
+        self.assertEqual((packed, len(held)), ([3, 5, 4], 1))
         while held:
             held.pop(0).callback(None)
-        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [1, 4, 1, 4, 1, 1])
+        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [1, 2, 1, 4, 1, 3])
         self.assertEqual(len(self.enqueuer.enqueued), 12)
