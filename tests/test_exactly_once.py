@@ -174,6 +174,18 @@ class CheckerTests(unittest.TestCase):
         self.assertEqual(report.coalesced, [("TS-A", W + 2)])
         self.assertEqual(report.losses, [("TS-A", W + 5)])
 
+    def test_catch_up_after_the_outage_window_is_explained_by_its_history(self):
+        """A schedule every 3 s whose missed W+3 was coalesced into W+6, a fire after the outage's
+        window: explained only by the history entry of W+6 (without it, a violation)."""
+        every_third = {"TS-A": "*/3 * * * * * *"}
+        start = W - W % 3
+        outage = [Outage("redis master", start + 1.5, start + 4.0)]
+        found = enqueued(start, start + 6)
+        self.assertTrue(check(found, every_third, (start, start + 6), outage, single_daemon=True).violations)
+        found.coalesced = {("TS-A", start + 3, start + 6)}
+        report = check(found, every_third, (start, start + 6), outage, single_daemon=True)
+        self.assertEqual((report.coalesced, report.violations, report.losses), ([("TS-A", start + 3)], [], []))
+
     def test_latest_missed_fire_caught_up_explains_the_others(self):
         """One daemon down from W+1.5 to W+4.2: W+2 and W+3 coalesce into the catch-up of W+4."""
         report = check(enqueued(*range(W, W + 2), *range(W + 4, W + 9)), EVERY_SECOND, (W, W + 8),

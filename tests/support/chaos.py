@@ -346,6 +346,18 @@ class Enqueued:
     coalesced: set = field(default_factory=set)
 
 
+def read_coalesced(client, prefix: str = HISTORY_PREFIX) -> set:
+    """{(schedule, planned, at)} of the catch-ups in the fire histories (the last 50 fires of each)."""
+    found = set()
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        schedule_id = key.decode()[len(prefix):]
+        for raw in client.lrange(key, 0, -1):
+            record = json.loads(raw)
+            if "coalesced_from" in record:
+                found.add((schedule_id, record["coalesced_from"], record["at"]))
+    return found
+
+
 class HistoryRecorder:
     """Reads every schedule's fire history every POLL_SECS (it keeps only the last 50 fires, so a
     long run is read while it goes) and keeps the catch-ups that say they coalesced fires."""
@@ -369,12 +381,7 @@ class HistoryRecorder:
                 pass  # Redis restarting (RedisRestart): its persisted lists are read next time
 
     def read(self) -> set:
-        for key in self._client.scan_iter(match=self._prefix + "*", count=1000):
-            schedule_id = key.decode()[len(self._prefix):]
-            for raw in self._client.lrange(key, 0, -1):
-                record = json.loads(raw)
-                if "coalesced_from" in record:
-                    self.coalesced.add((schedule_id, record["coalesced_from"], record["at"]))
+        self.coalesced |= read_coalesced(self._client, self._prefix)
         return self.coalesced
 
     def stop(self) -> set:
@@ -492,16 +499,18 @@ def check(found: Enqueued, crons: dict[str, str], window: tuple[float, float],
     for sid, when in sorted(found.counts):
         if start <= when <= end and (sid, when) not in due:
             report.unexpected.append((sid, when))
+    # A fire is missing by the misfire policy where its history says a late catch-up coalesced it
+    # (a daemon that stalled a whole period, or came back after the next fire was due too).
+    by_history = {(sid, when) for sid, planned, at in found.coalesced
+                  for when in expected.get(sid, ()) if planned <= when < at}
     explained: set = set()
     if single_daemon:
         for sid, expression in crons.items():
             for outage in outages:
-                explained |= _explain_outage(report, found.counts, sid, expression, outage, start)
-    else:
-        # One daemon always dispatches, so a fire is missing only where its history says a late
-        # catch-up coalesced it (a daemon stalled a whole period: CPU, Redis): the misfire policy.
-        explained = {(sid, when) for sid, planned, at in found.coalesced
-                     for when in expected.get(sid, ()) if planned <= when < at}
+                explained |= _explain_outage(report, found.counts, sid, expression, outage, start,
+                                             by_history)
+    else:  # one daemon always dispatches: only a catch-up's history explains a missing fire
+        explained = by_history
     for sid, fires in expected.items():
         for when in fires:
             if found.counts[(sid, when)]:
@@ -514,14 +523,16 @@ def check(found: Enqueued, crons: dict[str, str], window: tuple[float, float],
 
 
 def _explain_outage(report: Report, counts: Counter, sid: str, expression: str, outage: Outage,
-                    start: int) -> set:
+                    start: int, by_history: set = frozenset()) -> set:
     """The missing fires of `sid` that the misfire policy explains for one single-daemon outage.
 
     F: the schedule's fires from KILL_MARGIN_SECS before the kill to AFTER_UP_MARGIN_SECS after the
     restarted daemon answered ping. The daemon enqueued on time some prefix of F (fires at or
     before the kill: a job is never enqueued before its instant) and some suffix (fires at least
     UP_MARGIN_SECS before it answered ping, or later); the fires in between fell due while it was
-    down, and of those exactly the latest is caught up. Any other pattern is a violation.
+    down, and of those exactly the latest is caught up. A catch-up that came after F's end (the
+    daemon resumed once the next fire was due too) is seen in `by_history`, the fires whose
+    history says a catch-up coalesced them. Any other pattern is a violation.
     """
     fires = [f for f in fires_between(expression, outage.killed_at - KILL_MARGIN_SECS,
                                       outage.up_at + AFTER_UP_MARGIN_SECS) if f >= start]
@@ -538,6 +549,10 @@ def _explain_outage(report: Report, counts: Counter, sid: str, expression: str, 
                 if j - i >= 2:
                     report.catch_ups += 1
                 return {(sid, f) for f in fires[i:j - 1]}
+    missing = {(sid, f) for f in fires if not counts[(sid, f)]}
+    if missing and missing <= by_history:
+        report.catch_ups += 1
+        return missing
     report.violations.append(
         f"{sid} ({expression}) around the kill of {outage.daemon} at {outage.killed_at:.3f} "
         f"(up at {outage.up_at:.3f}): fires {fires}, enqueued {sorted(enqueued)}")

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from tests.support.chaos import (ChaosDaemon, Outage, Report, chaos_crons, check, create_schedules,
-                                 daemon_keys, read_enqueued, start_all, wait_planned)
+                                 daemon_keys, read_coalesced, read_enqueued, start_all,
+                                 wait_planned)
 from tests.support.daemon import control_request
 from tests.support.redis_topology import SERVICE, SentinelGroup
 
@@ -85,6 +86,7 @@ def run_failover(directory: str, group: SentinelGroup, mariadb_socket: str, sql,
     new_master = group.replica.client()
     try:
         found = read_enqueued(new_master)
+        found.coalesced = read_coalesced(new_master)
     finally:
         new_master.close()
     enqueued_at = sorted(when + late for (_sid, when), late in found.lateness.items()
