@@ -1,33 +1,41 @@
-"""1 000 schedules due the same second: fire instant -> last of the 1 000 job ids in the RQ queue;
-and the resident memory of each scheduler holding those 1 000 schedules (DESIGN §9).
+"""N schedules (1 000 by default) due the same second: fire instant -> first and last of the N job
+ids in the RQ queue; and the resident memory of each scheduler holding those N schedules after the
+bursts (DESIGN §9, issue 13).
 
 Ours: `twistd -n btu` with MariaDB (1 000 BTU Task Schedules `*/10 * * * * * *`, rows re-read from
 SQL before each fire); the fire instant is the one in the job ids. Peers in the same run, same
 private Redis (another db each): `rq cron` (1 000 `register` calls, `* * * * * */10`) and
 `rqscheduler -i 1` (1 000 `Scheduler.cron` jobs, `*/10 * * * * * *`); their fire instant is the
-arrival floored to 10 s. Every contender runs ROUNDS rounds; a watcher process BLPOPs the queue.
-RSS is VmRSS (and VmHWM, the peak) from /proc/<pid>/status after the rounds.
+arrival floored to the period. Every contender runs ROUNDS rounds; a watcher process BLPOPs the
+queue. RSS is VmRSS (and VmHWM, the peak) from /proc/<pid>/status after the rounds. The period is
+10 s up to 1 000 schedules and 30 s above (`*/30`), so that a slow peer's rounds do not overlap.
 
-Run from the repository root: `.venv/bin/python bench/bench_burst.py [rounds]`.
+With `--before REV`, our daemon runs twice in the same run, first with `btu_twisted/` as of REV.
+
+Run from the repository root:
+`.venv/bin/python bench/bench_burst.py [rounds] [--schedules N] [--before REV]`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import sys
 import time
 from collections import defaultdict
 
-from common import (Daemon, RQCron, RQScheduler, Servers, Watcher, banner, fire_of_job_id, insert_schedules,
-                    insert_task, memory_mb, ms, note, peers_available, schedule_ids, table, verdict,
-                    wait_until)
+from common import (Daemon, RQCron, RQScheduler, Servers, Watcher, archived_tree, banner, fire_of_job_id,
+                    insert_schedules, insert_task, memory_mb, ms, note, peers_available, schedule_ids, table,
+                    verdict, wait_until)
 
-SCHEDULES = 1000
-PERIOD_SECS = 10
-TARGET_LAST_SECS = 0.300
-TARGET_RSS_MB = 60.0
 QUEUE = "bench"
+# count -> (last enqueued s, first enqueued s, RSS MB): DESIGN §9 and issue 13's targets
+TARGETS = {1000: (0.300, 0.002, 50.0), 10_000: (1.000, None, None)}
+
+
+def period_of(count: int) -> int:
+    return 10 if count <= 1000 else 30
 
 
 def _rounds(arrivals, fire_of) -> list[dict]:
@@ -39,37 +47,44 @@ def _rounds(arrivals, fire_of) -> list[dict]:
             for fire, ts in sorted(by_fire.items())]
 
 
-def _watch(servers, db: int, rounds: int, fire_of) -> list[dict]:
+def _watch(servers, db: int, rounds: int, count: int, fire_of) -> list[dict]:
     # Start mid-period on an empty queue, so that every watched round is whole and fresh.
-    middle = math.floor(time.time() / PERIOD_SECS) * PERIOD_SECS + PERIOD_SECS / 2
-    wait_until(middle if middle > time.time() + 1 else middle + PERIOD_SECS)
+    period = period_of(count)
+    middle = math.floor(time.time() / period) * period + period / 2
+    wait_until(middle if middle > time.time() + 1 else middle + period)
     client = servers.redis_client(db)
     client.delete(f"rq:queue:{QUEUE}")
     client.close()
-    watcher = Watcher(servers, db, QUEUE, rounds * PERIOD_SECS, expect=rounds * SCHEDULES)
-    return _rounds(watcher.wait(rounds * PERIOD_SECS + 30), fire_of)
+    watcher = Watcher(servers, db, QUEUE, rounds * period, expect=rounds * count)
+    return _rounds(watcher.wait(rounds * period + 30), fire_of)
 
 
-def measure_ours(servers: Servers, rounds: int) -> dict:
+def measure_ours(servers: Servers, rounds: int, count: int, code: str | None = None) -> dict:
+    period = period_of(count)
+    servers.reset_sql()
     with servers.sql() as conn:
         insert_task(conn)
-        insert_schedules(conn, [(sid, f"*/{PERIOD_SECS} * * * * * *", QUEUE)
-                                for sid in schedule_ids(SCHEDULES, "TS-BURST")])
-    daemon = Daemon(servers, db=0).start()
+        insert_schedules(conn, [(sid, f"*/{period} * * * * * *", QUEUE)
+                                for sid in schedule_ids(count, "TS-BURST")])
+    client = servers.redis_client(0)
+    client.flushdb()
+    client.close()
+    daemon = Daemon(servers, db=0, code=code).start()
     try:
-        daemon.wait_refreshed()
-        result = {"rounds": _watch(servers, 0, rounds, lambda t, job_id: fire_of_job_id(job_id))}
+        daemon.wait_refreshed(timeout=120)
+        result = {"rounds": _watch(servers, 0, rounds, count, lambda t, job_id: fire_of_job_id(job_id))}
         result["rss"], result["hwm"] = memory_mb(daemon.pid)
         return result
     finally:
         daemon.stop()
 
 
-def measure_peer(peer, cron: str, rounds: int) -> dict:
-    peer.start([cron] * SCHEDULES)
+def measure_peer(peer, cron: str, rounds: int, count: int) -> dict:
+    period = period_of(count)
+    peer.start([cron] * count)
     try:
-        result = {"rounds": _watch(peer.servers, peer.db, rounds,
-                                   lambda t, _: math.floor(t / PERIOD_SECS) * PERIOD_SECS)}
+        result = {"rounds": _watch(peer.servers, peer.db, rounds, count,
+                                   lambda t, _: math.floor(t / period) * period)}
         if not peer.alive():
             raise RuntimeError(f"{peer.name} died:\n{peer.output()}")
         result["rss"], result["hwm"] = memory_mb(peer.pid)
@@ -79,23 +94,36 @@ def measure_peer(peer, cron: str, rounds: int) -> dict:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    banner(f"{SCHEDULES} schedules due the same second ({rounds} rounds each), and RSS with "
-           f"{SCHEDULES} schedules")
+    argv = sys.argv[1:]
+    before = count = None
+    if "--before" in argv:
+        before = argv.pop(argv.index("--before") + 1)
+        argv.remove("--before")
+    if "--schedules" in argv:
+        count = int(argv.pop(argv.index("--schedules") + 1))
+        argv.remove("--schedules")
+    count = count or 1000
+    rounds = int(argv[0]) if argv else 3
+    period = period_of(count)
+    target_last, target_first, target_rss = TARGETS.get(count, (None, None, None))
+    banner(f"{count} schedules due the same second ({rounds} rounds each), and RSS with "
+           f"{count} schedules" + (f"; ours at {before}, then the working tree" if before else ""))
     results: dict[str, dict | str] = {}
-    with Servers() as servers:
-        note(f"ours: twistd -n btu, MariaDB source, {SCHEDULES} x '*/{PERIOD_SECS} * * * * * *'")
-        results["ours"] = measure_ours(servers, rounds)
+    with Servers() as servers, (archived_tree(before) if before else contextlib.nullcontext()) as tree:
+        note(f"ours: twistd -n btu, MariaDB source, {count} x '*/{period} * * * * * *'")
+        if before:
+            results[f"ours at {before}"] = measure_ours(servers, rounds, count, tree)
+        results["ours"] = measure_ours(servers, rounds, count)
         ok, info = peers_available()
         if ok:
             note(f"peers venv: {info}")
             for name, make, cron in (
-                    ("rq cron", lambda: RQCron(servers, 1, QUEUE), f"* * * * * */{PERIOD_SECS}"),
+                    ("rq cron", lambda: RQCron(servers, 1, QUEUE), f"* * * * * */{period}"),
                     ("rqscheduler -i 1", lambda: RQScheduler(servers, 2, QUEUE),
-                     f"*/{PERIOD_SECS} * * * * * *")):
-                note(f"{name}: {SCHEDULES} x '{cron}'")
+                     f"*/{period} * * * * * *")):
+                note(f"{name}: {count} x '{cron}'")
                 try:
-                    results[name] = measure_peer(make(), cron, rounds)
+                    results[name] = measure_peer(make(), cron, rounds, count)
                 except Exception as e:  # a peer that cannot run here is reported, not fatal
                     results[name] = f"could not run: {e}"
         else:
@@ -113,31 +141,41 @@ def main() -> None:
 
     def cell(name, fn):
         r = results[name]
-        whole = [] if isinstance(r, str) else [x for x in r["rounds"] if x["count"] == SCHEDULES]
+        whole = [] if isinstance(r, str) else [x for x in r["rounds"] if x["count"] == count]
         return fn(r, whole) if whole else "-"
 
+    def bound(value, fmt):
+        return f"<= {fmt(value)}" if value is not None else ""
+
     rows = [
-        ("last enqueued, median of rounds", f"<= {ms(TARGET_LAST_SECS)}",
+        ("last enqueued, median of rounds", bound(target_last, ms),
          *[cell(n, lambda r, w: ms(statistics.median(x["last"] for x in w))) for n in names]),
         ("last enqueued, range", "",
          *[cell(n, lambda r, w: f"{ms(min(x['last'] for x in w))} - {ms(max(x['last'] for x in w))}")
            for n in names]),
-        ("first enqueued, median", "",
+        ("first enqueued, median", bound(target_first, ms),
          *[cell(n, lambda r, w: ms(statistics.median(x["first"] for x in w))) for n in names]),
         ("whole rounds", "", *[cell(n, lambda r, w: len(w)) for n in names]),
-        (f"RSS with {SCHEDULES} schedules (VmRSS)", f"<= {TARGET_RSS_MB:.0f} MB",
+        (f"RSS with {count} schedules, after the bursts (VmRSS)",
+         bound(target_rss, lambda v: f"{v:.0f} MB"),
          *[cell(n, lambda r, w: f"{r['rss']:.1f} MB") for n in names]),
         ("peak RSS (VmHWM)", "", *[cell(n, lambda r, w: f"{r['hwm']:.1f} MB") for n in names]),
     ]
     table(rows, ("measure", "target", *names))
     ours = results["ours"]
-    whole = [x for x in ours["rounds"] if x["count"] == SCHEDULES]
-    if whole:
-        worst = max(x["last"] for x in whole)
-        note(f"ours last enqueued (worst round) {ms(worst)}: {verdict(worst <= TARGET_LAST_SECS)}; "
-             f"RSS {ours['rss']:.1f} MB: {verdict(ours['rss'] <= TARGET_RSS_MB)}")
-    else:
+    whole = [x for x in ours["rounds"] if x["count"] == count]
+    if not whole:
         note("ours: no whole round observed: MISSED")
+        return
+    worst_last = max(x["last"] for x in whole)
+    first = statistics.median(x["first"] for x in whole)
+    verdicts = [f"last enqueued (worst round) {ms(worst_last)}"
+                + (f": {verdict(worst_last <= target_last)}" if target_last else "")]
+    if target_first:
+        verdicts.append(f"first (median) {ms(first)}: {verdict(first <= target_first)}")
+    if target_rss:
+        verdicts.append(f"RSS {ours['rss']:.1f} MB: {verdict(ours['rss'] <= target_rss)}")
+    note("ours " + "; ".join(verdicts))
 
 
 if __name__ == "__main__":
