@@ -25,7 +25,7 @@ from btu_twisted import config as configuration
 class Options(usage.Options):
     """Options of `twistd btu`; everything else comes from the TOML configuration file."""
 
-    synopsis = ("[--config PATH | --embedded] [--bench PATH [--site NAME]] [--socket PATH] "
+    synopsis = ("[--config PATH | --embedded] [--bench PATH [--site NAME ...]] [--socket PATH] "
                 "[--log-level LEVEL]")
     longdesc = ("BTU scheduler daemon: turns BTU Task Schedules (Frappe MariaDB or a schedule file) "
                 "into Python RQ jobs at their cron times, exactly once. Drop-in for the Rust "
@@ -46,7 +46,8 @@ class Options(usage.Options):
         self["sites"] = []
 
     def opt_site(self, name):
-        """the bench's site to serve (default: currentsite.txt, else default_site, else the only one)"""
+        """a site of the bench to serve, repeatable (default: every site with BTU's tables; one --site:
+        that site alone, in the single-site key layout)"""
         self["sites"].append(name)
 
     def postOptions(self):
