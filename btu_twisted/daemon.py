@@ -106,8 +106,8 @@ def _bench_daemon(top, reactor, clock, config, redis_settings, tracker, pipeline
     _check_redis(redis_settings)
     default_site = bench.discover(config.frappe_bench_path, config.frappe_sites).default_site
     found = bench_sites.claim(bench_sites.scan(config, default_site, set()), redis_settings)
+    named = bool(config.frappe_sites) and not config.startup_without_database_connections
     for item in found:
-        named = bool(config.frappe_sites) and not config.startup_without_database_connections
         if item.refused or (item.problem and named):
             sys.stderr.write(f"btu: site {item.site}: {item.problem}\n")
             raise SystemExit(1)

@@ -288,6 +288,21 @@ class LayoutTests(SitesCase):
                              (site_job_id(site, "TS-000001", when), "TS-000001", site))
 
 
+class StartupTests(SitesCase):
+    """What stops a bench daemon before it runs: one line, exit 1, nothing left behind."""
+
+    def test_a_site_socket_that_cannot_listen(self):
+        """A `{site}` socket path in a directory that does not exist names that site's socket."""
+        bench = self.bench({SITE_ONE: self.database(), SITE_TWO: self.database()})
+        missing = os.path.join(self.directory, "gone", "{site}.sock")
+        daemon = TwistdProcess(self, ["-n", "--pidfile=", "--logfile=-", "btu", "--bench", bench,
+                                      "--socket", missing], env=twistd_env())
+        self.assertEqual(daemon.wait(20.0), 1, daemon.describe())
+        lines = daemon.output().strip().splitlines()
+        self.assertEqual(len(lines), 1, daemon.describe())
+        self.assertIn(os.path.join(self.directory, "gone"), lines[0])
+
+
 class MixedModesTests(SitesCase):
     """A site is never served in both layouts: a single-site daemon and its bench's daemon on one
     Redis would both fire its schedules, under different job ids."""

@@ -112,7 +112,7 @@ class BenchSites(service.MultiService):
         self._loop = None
         self.pipelines: dict[str, object] = {}
         self._scanning = False
-        self._apply(initial)
+        self._apply(initial, at_start=True)
 
     def startService(self):
         super().startService()
@@ -142,7 +142,9 @@ class BenchSites(service.MultiService):
         if self.running:
             self._apply(claimed)
 
-    def _apply(self, found: list[Found]) -> None:
+    def _apply(self, found: list[Found], at_start: bool = False) -> None:
+        """Start and stop sites to match `found`; a socket that cannot listen stops start-up
+        (ListenerError, before twistd forks) and later only skips its site."""
         seen = set()
         for item in found:
             seen.add(item.site)
@@ -157,6 +159,8 @@ class BenchSites(service.MultiService):
                 try:
                     pipeline = self._make_pipeline(item.config)
                 except ListenerError as e:
+                    if at_start:
+                        raise
                     self._told[item.site] = str(e)
                     log.warn("site {site} is not served: {problem}", site=item.site, problem=e)
                     continue
