@@ -60,31 +60,36 @@ end
 return removed
 """
 
-# Remove members that are not their schedule's planned member (Rust-era or orphaned leftovers).
-STRAYS_SCRIPT = """
+# The rule both stray scripts apply, on KEYS[2] (the planned map): a member is a stray unless it is
+# its schedule's planned member (Rust-era or orphaned leftovers); also returns the member's ID.
+_STRAY_RULE = """
+local function stray(member)
+  local id = string.match(member, '^(.*)|%d+$')
+  return id, id == nil or redis.call('HGET', KEYS[2], id) ~= member
+end
+"""
+
+# Remove the strays among ARGV; returns how many were removed.
+STRAYS_SCRIPT = _STRAY_RULE + """
 local removed = 0
 for i = 1, #ARGV do
-  local member = ARGV[i]
-  local id = string.match(member, '^(.*)|%d+$')
-  if id == nil or redis.call('HGET', KEYS[2], id) ~= member then
-    removed = removed + redis.call('ZREM', KEYS[1], member)
-  end
+  local _, is_stray = stray(ARGV[i])
+  if is_stray then removed = removed + redis.call('ZREM', KEYS[1], ARGV[i]) end
 end
 return removed
 """
 
-# One ZSCAN page of the schedule set: remove its members that are not their schedule's planned
-# member (STRAYS_SCRIPT's rule), and return the next cursor and, as one JSON text, the schedule IDs
-# of the removed members that name one. One bulk reply per page: txredisapi's parser costs ~7 µs
-# per reply element, so 100 000 elements cost more than the whole page's work in Redis.
-STRAYS_PAGE_SCRIPT = """
+# One ZSCAN page of the schedule set: remove its strays, and return the next cursor and, as one
+# JSON text, the schedule IDs of the removed members that name one. One bulk reply per page:
+# txredisapi's parser costs ~7 µs per reply element, so 100 000 elements cost more than the whole
+# page's work in Redis.
+STRAYS_PAGE_SCRIPT = _STRAY_RULE + """
 local page = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local items, removed = page[2], {}
 for i = 1, #items, 2 do
-  local member = items[i]
-  local id = string.match(member, '^(.*)|%d+$')
-  if id == nil or redis.call('HGET', KEYS[2], id) ~= member then
-    redis.call('ZREM', KEYS[1], member)
+  local id, is_stray = stray(items[i])
+  if is_stray then
+    redis.call('ZREM', KEYS[1], items[i])
     if id ~= nil then removed[#removed + 1] = id end
   end
 end

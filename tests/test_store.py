@@ -67,6 +67,14 @@ class PagedScanTests(unittest.TestCase):
         self.assertEqual(sorted(i for page in pages for i in page), sorted(self.strays.values()))
 
     @defer.inlineCallbacks
+    def test_remove_strays_applies_the_same_rule(self):
+        """Given members (the dispatcher's due ones), exactly the strays among them are removed."""
+        strays = list(self.members() - set(self.planned.values()))
+        removed = yield self.store.remove_strays([*strays, *list(self.planned.values())[:5]])
+        self.assertEqual(removed, len(strays))
+        self.assertEqual(self.members(), set(self.planned.values()))
+
+    @defer.inlineCallbacks
     def test_scan_planned_lists_every_id_across_pages(self):
         """Paging the planned map names every planned schedule, odd IDs included."""
         self.redis.hset(PLANNED_KEY, "odd|id \u00e9 \"q\" 42", "odd|id \u00e9 \"q\" 42|7")
