@@ -9,6 +9,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from btu_twisted.builders import job_id
+from btu_twisted.channels.text_protocol import RequestError
 from btu_twisted.config import parse
 from btu_twisted.sites.bench_sites import site_socket_path
 from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
@@ -138,6 +139,14 @@ class RouterTests(unittest.TestCase):
         upcoming = json.loads(self.successResultOf(self.router.upcoming(2)))
         self.assertEqual([(e["site"], e["schedule_id"]) for e in upcoming],
                          [("b.localhost", "TS-1"), ("a.localhost", "TS-2")])
+
+    def test_a_site_s_request_error_reaches_the_client_as_such(self):
+        """One site's Redis down: `upcoming` fails with that site's RequestError, not a wrapper."""
+        def down(_count):
+            return defer.fail(RequestError("Redis unavailable (connection refused)"))
+        self.pipelines["b.localhost"].commands.upcoming = down
+        failure = self.failureResultOf(self.router.upcoming(2), RequestError)
+        self.assertEqual(str(failure.value), "Redis unavailable (connection refused)")
 
     def test_reload_refreshes_every_site(self):
         self.router.reload(None)

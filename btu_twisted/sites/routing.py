@@ -21,6 +21,13 @@ from btu_twisted.commands import _count, _schedule_id, preview_cron
 RESYNC_DELAYS = (2.0, 10.0)  # seconds after the request: BTU's transaction has committed by then
 
 
+def _all(calls) -> defer.Deferred:
+    """The results of every site's call, or the first failure itself (a RequestError stays one,
+    so the channel answers "Error: ..." rather than an internal error)."""
+    gathered = defer.gatherResults(list(calls), consumeErrors=True)
+    return gathered.addErrback(lambda failure: failure.value.subFailure)
+
+
 class SiteRouter:
     """Requests to every served site; `pipelines()` returns {site: SitePipeline} as now served."""
 
@@ -52,8 +59,8 @@ class SiteRouter:
         for delay in RESYNC_DELAYS:
             call = self._clock.callLater(delay, self._again, schedule_id)
             self._later.add(call)
-        replies = yield defer.gatherResults(
-            [pipeline.commands.create_task_schedule(schedule_id) for pipeline in pipelines.values()])
+        replies = yield _all(pipeline.commands.create_task_schedule(schedule_id)
+                             for pipeline in pipelines.values())
         answers = "; ".join(f"{site}: {reply}" for site, reply in zip(pipelines, replies))
         return (f"BTU Task Schedule {schedule_id} re-read on every site ({len(pipelines)}): each plans "
                 f"it if its own row is enabled, else cancels it. {answers or 'No site is served.'}")
@@ -67,7 +74,7 @@ class SiteRouter:
     def status(self, _content):
         """JSON {"sites": {site: that site's status}} and the daemon's own identity."""
         pipelines = self._pipelines()
-        reports = yield defer.gatherResults([p.commands.status(None) for p in pipelines.values()])
+        reports = yield _all(p.commands.status(None) for p in pipelines.values())
         return json.dumps({"name": self._config.name, "version": __version__,
                            "sites": {site: json.loads(report) for site, report in zip(pipelines, reports)}},
                           sort_keys=True)
@@ -77,7 +84,7 @@ class SiteRouter:
         """The next N fires of all sites together, each entry naming its site."""
         count = _count(content, 10)
         pipelines = self._pipelines()
-        found = yield defer.gatherResults([p.commands.upcoming(count) for p in pipelines.values()])
+        found = yield _all(p.commands.upcoming(count) for p in pipelines.values())
         entries = [{**entry, "site": site} for site, reply in zip(pipelines, found) for entry in json.loads(reply)]
         entries.sort(key=lambda entry: (entry["unix"], entry["site"], entry["schedule_id"]))
         return json.dumps(entries[:count])
