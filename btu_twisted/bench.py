@@ -266,7 +266,8 @@ def fill(values: dict[str, Any], origins: dict[str, str]) -> None:
     """Set every key the bench knows and `values` lacks (explicit keys win).
 
     Does nothing without `frappe_bench_path`; `origins` records "bench <file>" for each key set;
-    `serves_bench` says whether several sites are served (each then read by `site_settings`).
+    `serves_bench` says whether several sites are served (each then read by `site_settings`) and
+    `bench_default_site` which of them keeps `socket_path`.
     """
     path = values.get("frappe_bench_path")
     if not path:
@@ -277,3 +278,4 @@ def fill(values: dict[str, Any], origins: dict[str, str]) -> None:
             values[key] = setting.value
             origins[key] = setting.origin
     values["serves_bench"] = found.site is None
+    values["bench_default_site"] = found.default_site

@@ -115,6 +115,8 @@ class Config:
     origins: dict = field(default_factory=dict, compare=False, repr=False, metadata={"setting": False})
     # Not a key: several sites of the bench are served (set by bench discovery; sites/).
     serves_bench: bool = field(default=False, metadata={"setting": False})
+    # Not a key: the bench's default site (currentsite.txt, else default_site), which keeps socket_path.
+    bench_default_site: str | None = field(default=None, metadata={"setting": False})
 
     @property
     def effective_redis_url(self) -> str:

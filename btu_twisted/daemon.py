@@ -11,7 +11,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python import threadpool
 
-from btu_twisted import bench, environment, logs, monotonic_reactor, ownership
+from btu_twisted import environment, logs, monotonic_reactor, ownership
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
 from btu_twisted.channels.tcp import check_tcp_port
@@ -104,8 +104,7 @@ def _bench_daemon(top, reactor, clock, config, redis_settings, tracker, pipeline
     """One pipeline per served site of the bench, each in its own key layout with its own socket,
     and the shared channels (Redis RPC, TCP) routing to all of them."""
     _check_redis(redis_settings)
-    default_site = bench.discover(config.frappe_bench_path, config.frappe_sites).default_site
-    found = bench_sites.claim(bench_sites.scan(config, default_site, set()), redis_settings)
+    found = bench_sites.claim(bench_sites.scan(config, set()), redis_settings)
     named = bool(config.frappe_sites) and not config.startup_without_database_connections
     for item in found:
         if item.refused or (item.problem and named):
@@ -121,8 +120,7 @@ def _bench_daemon(top, reactor, clock, config, redis_settings, tracker, pipeline
         pipeline.add_workers(*channels)
         return pipeline
 
-    sites = _listening(lambda: bench_sites.BenchSites(reactor, config, default_site, make_pipeline,
-                                                      redis_settings, found))
+    sites = _listening(lambda: bench_sites.BenchSites(reactor, config, make_pipeline, redis_settings, found))
     router = SiteRouter(clock, config, lambda: dict(sites.pipelines))
     channels = _listening(lambda: control_channels(reactor, config, router, redis_settings, tracker, socket=False))
     watch_store = ScheduleStore(reactor, redis_settings, master_tracker=tracker)  # Redis TIME only

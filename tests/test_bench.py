@@ -110,7 +110,8 @@ class DiscoveredValuesTests(BenchCase):
         self.assertEqual(self.parsed(path, frappe_sites=["two.localhost"])[0].origins["frappe_site"],
                          "--site / frappe_sites")
         config, _ = self.parsed(path)
-        self.assertEqual((config.serves_bench, config.frappe_site, config.mysql_database), (True, None, None))
+        self.assertEqual((config.serves_bench, config.frappe_site, config.mysql_database, config.bench_default_site),
+                         (True, None, None, "one.localhost"))
         self.assertEqual(bench.discover(path).default_site, "one.localhost")
         os.remove(os.path.join(path, "sites", "currentsite.txt"))
         self.assertEqual(bench.discover(path).default_site, "two.localhost")

@@ -48,7 +48,7 @@ class Found:
     refused: bool = False  # the site's layout is owned by another database
 
 
-def scan(config, default_site: str | None, served: set[str]) -> list[Found]:
+def scan(config, served: set[str]) -> list[Found]:
     """The bench's sites to serve, checked (blocking: files and each new site's database).
 
     Sites in `served` are only checked to still exist; a new one needs readable files and BTU's
@@ -64,7 +64,8 @@ def scan(config, default_site: str | None, served: set[str]) -> list[Found]:
             continue
         try:
             site_config = configuration.for_site(config, site, bench.site_settings(root, site),
-                                                 site_socket_path(config.socket_path, site, default_site))
+                                                 site_socket_path(config.socket_path, site,
+                                                                  config.bench_default_site))
         except (bench.BenchError, configuration.ConfigError) as e:
             found.append(Found(site, problem=str(e)))
             continue
@@ -98,14 +99,12 @@ def claim(found: list[Found], redis_settings) -> list[Found]:
 class BenchSites(service.MultiService):
     """The served sites' pipelines as children, kept in step with the bench."""
 
-    def __init__(self, reactor, config, default_site: str | None, make_pipeline, redis_settings,
-                 initial: list[Found]):
+    def __init__(self, reactor, config, make_pipeline, redis_settings, initial: list[Found]):
         """`make_pipeline(site_config)` builds a site's pipeline (raising ListenerError when its
         socket cannot listen); `initial` is the start-up scan, claimed, made before twistd forks."""
         super().__init__()
         self._reactor = reactor
         self._config = config
-        self._default_site = default_site
         self._make_pipeline = make_pipeline
         self._redis_settings = redis_settings
         self._told: dict[str, str] = {}  # site -> the problem last logged for it
@@ -125,6 +124,10 @@ class BenchSites(service.MultiService):
             self._loop.stop()
         return super().stopService()
 
+    def _in_thread(self, f, *args):
+        """Blocking bench and database reads, on the reactor's own pool (not the RQ writes' one)."""
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+
     @defer.inlineCallbacks
     def rescan(self):
         """Read the bench again and start or stop sites to match (one scan at a time)."""
@@ -132,8 +135,8 @@ class BenchSites(service.MultiService):
             return
         self._scanning = True
         try:
-            found = yield threads.deferToThread(scan, self._config, self._default_site, set(self.pipelines))
-            claimed = yield threads.deferToThread(claim, found, self._redis_settings)
+            found = yield self._in_thread(scan, self._config, set(self.pipelines))
+            claimed = yield self._in_thread(claim, found, self._redis_settings)
         except Exception as e:
             log.warn("reading the bench {path} failed: {error}", path=self._config.frappe_bench_path, error=e)
             return
