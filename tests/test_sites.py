@@ -136,15 +136,18 @@ class SiteRoutingTests(SitesCase):
     each deciding from its own row."""
 
     def test_socket_and_rpc_requests_reach_the_right_site(self):
-        """Cancel on one's socket drops only one's TS-000001; an RPC cancel after one's row is disabled drops one's member and keeps two's; an RPC create sent before two inserts TS-000002 (BTU sends it from before_save) plans it on two only; status per socket names its site, over TCP every site."""
+        """Cancel on one's socket drops only one's TS-000001; an RPC cancel after one's row is disabled drops one's member and keeps two's; an RPC create sent before two inserts TS-000002 (BTU sends it from before_save) plans it on two only; status per socket names its site and its own zone, over TCP every site."""
         databases = {SITE_ONE: self.database({"TS-000001": NEW_YEAR}),
                      SITE_TWO: self.database({"TS-000001": NEW_YEAR})}
+        with self.mariadb.connect(databases[SITE_TWO]) as sql:  # each site plans in its own zone
+            frappe_schema.set_cron_time_zone(sql, "Asia/Kolkata")
         port = free_tcp_port()
         daemon = self.twistd(self.bench(databases), env={"BTU_SCHEDULER_TCP_SOCKET_PORT": str(port)})
         self.wait_answering(daemon, SITE_ONE, SITE_TWO)
-        for site in (SITE_ONE, SITE_TWO):
+        for site, zone in ((SITE_ONE, "UTC"), (SITE_TWO, "Asia/Kolkata")):
             self.wait_planned(daemon, site, "TS-000001")
-            self.assertEqual(json.loads(control_request(self.socket_of(site), STATUS))["site"], site)
+            status = json.loads(control_request(self.socket_of(site), STATUS))
+            self.assertEqual((status["site"], [z["time_zone"] for z in status["zones"]]), (site, [zone]))
 
         reply = btu_app_request(self.socket_of(SITE_ONE), cancel("TS-000001"))
         self.assertEqual(reply, "Successfully cancelled BTU Task Schedule TS-000001 in Python RQ.")
