@@ -293,7 +293,7 @@ def _validate_http(config: Config) -> None:
 
 def _validate_redis_connections(config: Config) -> None:
     """Sentinel, replica and TLS settings: parsed as the connections will use them."""
-    from btu_twisted.redis_connections import RedisSettingsError, settings_from
+    from btu_twisted.redis_settings import RedisSettingsError, settings_from
 
     if config.redis_min_replicas < 0:
         raise ConfigError(f"redis_min_replicas: must not be negative, got {config.redis_min_replicas}")

@@ -29,9 +29,13 @@ from btu_twisted.store import describe_error, split_member
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
                redis.TimeoutError, txredisapi.ConnectionError)
 PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
-BATCH_SIZE = 2000        # due members read from Redis per dispatch cycle
-TRANSACTION_SIZE = 100   # fires per Redis transaction: bounds the pipeline's memory, and the
-                         # first jobs of a large burst land before the last are built
+BATCH_SIZE = 10_000      # due members read from Redis per dispatch cycle...
+FIRST_PART_SIZES = (500,)  # ... prepared (rows read, jobs built and packed) first this many, so
+PART_SIZE = 2000           # that the first jobs are ready well before the instant, then this many
+# Fires per Redis transaction, for the transactions of one instant in turn: the first alone, so it
+# lands as soon as for a single schedule; then growing, each sent while the next is prepared...
+FIRST_TRANSACTION_SIZES = (1, 10)
+TRANSACTION_SIZE = 100   # ... up to this, which bounds the time one transaction holds Redis
 MAX_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, unix seconds: the last instant a datetime holds
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
 
@@ -166,6 +170,7 @@ class Dispatcher(service.Service):
     @defer.inlineCallbacks
     def _run_cycle(self):
         """Dispatch everything due; fires with a back-off delay when something failed, else None."""
+        lines = []  # the log lines of the cycle's transactions, written when it ends
         try:
             while True:
                 now = self._clock.seconds()
@@ -175,16 +180,20 @@ class Dispatcher(service.Service):
                 due = [(member, score) for member, score in due if member not in self._parked]
                 if not due:
                     return None
-                handled = yield self._dispatch(due)
+                handled = yield self._dispatch(due, lines)
                 if handled < len(due):
                     return self._next_backoff()
         except Exception as e:
             self._redis_failed(e)
             return self._next_backoff()
+        finally:
+            # After the last transaction, so that the log lines (about 30 µs each) delay no job.
+            self._log(lines)
 
     @defer.inlineCallbacks
-    def _dispatch(self, due: list[tuple[str, float]]):
-        """Enqueue one batch of due members; fires with how many members were dealt with."""
+    def _dispatch(self, due: list[tuple[str, float]], lines: list):
+        """Enqueue one batch of due members, adding the log lines of its transactions to `lines`;
+        fires with how many members were dealt with."""
         latest: dict[str, int] = {}
         strays, malformed = [], []
         for member, score in due:
@@ -206,6 +215,25 @@ class Dispatcher(service.Service):
             yield self._store.remove_members(malformed)
         if strays:
             yield self._store.remove_strays(strays)
+        handled = len(strays) + len(malformed)
+        # Part by part: while one part's transactions run in the enqueue thread, the next part is
+        # read, decided, built and packed here, so a burst larger than a part is not prepared
+        # only after the first part is in.
+        ids = list(latest)
+        enqueued = defer.succeed(None)  # the transactions of the parts so far, in order
+        try:
+            for part in _cut(ids, FIRST_PART_SIZES, PART_SIZE):
+                fires, prepared, parked = yield self._prepare({i: latest[i] for i in part})
+                handled += len(fires) + parked
+                enqueued.addCallback(lambda _, fires=fires, prepared=prepared: self._enqueue(fires, prepared, lines))
+        finally:
+            yield enqueued
+        return handled
+
+    @defer.inlineCallbacks
+    def _prepare(self, latest: dict[str, int]):
+        """Read the rows of one part of the due schedules (ID -> fire instant), decide each fire
+        and build and pack its job; fires with (fires, packed jobs, how many were parked)."""
         # The earliest fire's instant is the re-read's deadline (a late batch still gets a short
         # wait): a database that answers later must not hold the fire back.
         deadline = max(min(latest.values(), default=0), self._clock.seconds() + PREPARE_LEAD_SECS)
@@ -216,14 +244,18 @@ class Dispatcher(service.Service):
         decided = [self._fire(schedule_id, when, rows.get(schedule_id, _MISSING), now)
                    for schedule_id, when in latest.items()]
         fires = yield self._build_jobs([fire for fire in decided if fire is not None])
-        parked = len(decided) - len(fires) - decided.count(None)
+        prepared = yield self._run_in_thread(self._enqueuer.prepare, fires)
+        return fires, prepared, len(decided) - len(fires) - decided.count(None)
+
+    @defer.inlineCallbacks
+    def _enqueue(self, fires: list[Fire], prepared: dict, lines: list):
+        """Run the transactions of `fires`, instant by instant, adding their log lines to `lines`."""
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
-            for start in range(0, len(group), TRANSACTION_SIZE):
-                chunk = group[start:start + TRANSACTION_SIZE]
-                outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when)
-                self._record(chunk, outcomes)
-        return len(fires) + parked + len(strays) + len(malformed)
+            for chunk in _cut(group, FIRST_TRANSACTION_SIZES, TRANSACTION_SIZE):
+                outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when,
+                                                     prepared=prepared)
+                self._record(chunk, outcomes, lines)
 
     @defer.inlineCallbacks
     def _read_rows(self, ids: list[str], deadline: float):
@@ -333,18 +365,28 @@ class Dispatcher(service.Service):
                 fires.append(self._unusable(fire, outcome, item.row))
         return fires
 
-    def _record(self, group: list[Fire], outcomes: list[str]) -> None:
+    def _record(self, group: list[Fire], outcomes: list[str], lines: list) -> None:
+        """Count one transaction's outcomes, and add their log lines to `lines` (written by
+        `_log` after the cycle's last transaction, so that the lines, about 30 µs each, delay no
+        job; kept as a few strings each, not the fires)."""
+        now = self._clock.seconds()
         for fire, outcome in zip(group, outcomes):
             if outcome == ENQUEUED:
                 self._stats.count("enqueued", fire.job.queue)
-                self._stats.lateness.observe(max(0.0, self._clock.seconds() - fire.when))
-                self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
-                              schedule_id=fire.schedule_id, due=iso_utc(fire.when),
-                              job_id=fire.job.job_id, queue=fire.job.queue)
+                self._stats.lateness.observe(max(0.0, now - fire.when))
+                lines.append((outcome, fire.schedule_id, fire.when, fire.job.job_id, fire.job.queue))
             elif outcome == ALREADY_ENQUEUED:
                 self._stats.counts["already_enqueued"] += 1
+                lines.append((outcome, fire.schedule_id, fire.when, None, None))
+
+    def _log(self, lines: list) -> None:
+        for outcome, schedule_id, when, job_id, queue in lines:
+            if outcome == ENQUEUED:
+                self.log.info("enqueued {schedule_id} for {due} as {job_id} in queue {queue}",
+                              schedule_id=schedule_id, due=iso_utc(when), job_id=job_id, queue=queue)
+            else:
                 self.log.info("{schedule_id} for {due} was already enqueued (by a peer or before a "
-                              "restart)", schedule_id=fire.schedule_id, due=iso_utc(fire.when))
+                              "restart)", schedule_id=schedule_id, due=iso_utc(when))
 
     def _sql_slow(self, slow: bool) -> None:
         """Record whether re-reads miss their deadline (`status`: sql.slow), logging the change."""
@@ -396,6 +438,16 @@ def _malformed(parsed: tuple[str, int] | None, score: float) -> str | None:
     if when != score:
         return f"its time {when} disagrees with its score {score:.0f}"
     return None
+
+
+def _cut(items: list, first_sizes: tuple[int, ...], size: int):
+    """`items` in consecutive slices of `first_sizes`, then of `size`."""
+    sizes = iter(first_sizes)
+    start = 0
+    while start < len(items):
+        step = next(sizes, size)
+        yield items[start:start + step]
+        start += step
 
 
 def _latest_fire(row, when: int, now: float) -> int:

@@ -3,7 +3,8 @@
 
 The daemon's modules are imported inside `makeService`, not here: `twistd` imports this module
 and runs `Options.postOptions` before it installs the reactor, so what they import at module
-level is decided after the options are known.
+level is decided after the options are known. postOptions closes the TLS gate (tls_gate.py)
+when the configuration needs no TLS, then installs the monotonic reactor.
 """
 
 from __future__ import annotations
@@ -11,15 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from btu_twisted import monotonic_reactor
-
-monotonic_reactor.install()  # before the imports below pull in the default (wall-clock) reactor
-
-# ruff: noqa: E402
-
 from twisted.python import usage
 
 from btu_twisted import config as configuration
+from btu_twisted import tls_gate
 
 
 class Options(usage.Options):
@@ -80,6 +76,8 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self["warnings"] = warnings
         self["config_path"] = str(path)
+        tls_gate.close(self["loaded"])
+        _install_reactor()
         if self["check-config"]:
             for warning in warnings:
                 sys.stderr.write(f"btu: warning: {path}: {warning}\n")
@@ -89,6 +87,15 @@ class Options(usage.Options):
 
 def makeService(options, reactor=None):
     """The daemon's top service for parsed `options` (composed in btu_twisted.daemon)."""
+    _install_reactor()  # an Options parsed outside twistd may not have
     from btu_twisted.daemon import make_service
 
     return make_service(options, reactor)
+
+
+def _install_reactor() -> None:
+    """The monotonic reactor, before any daemon module pulls in the default (wall-clock) one;
+    imported here, not at module level, because the epoll reactor's modules try-import TLS."""
+    from btu_twisted import monotonic_reactor
+
+    monotonic_reactor.install()

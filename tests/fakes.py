@@ -157,7 +157,10 @@ class FakeEnqueuer:
         self.calls = []             # (fires, not_before)
         self.watermarks: dict[str, int] = {}
 
-    def dispatch(self, fires, not_before):
+    def prepare(self, fires):
+        return {fire.member: fire.job for fire in fires if fire.job is not None}
+
+    def dispatch(self, fires, not_before, prepared=None):
         self.calls.append((list(fires), not_before))
         outcomes = []
         for fire in fires:

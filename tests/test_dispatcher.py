@@ -2,10 +2,11 @@
 
 from datetime import datetime, timezone
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from btu_twisted import dispatcher
 from btu_twisted.dispatcher import PREPARE_LEAD_SECS, Dispatcher
 from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.monitored_source import MonitoredSource
@@ -219,3 +220,56 @@ class DispatcherTests(unittest.TestCase):
         self.dispatcher.startService()
         self.dispatcher.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def burst(self, count):
+        """`count` schedules due at T0 + 60, dispatched."""
+        for i in range(count):
+            schedule_id = f"TS-B{i:04d}"
+            self.source.rows[schedule_id] = schedule(schedule_id, cron="* * * * *")
+            self.store.add(schedule_id, T0 + 60)
+        self.start()
+        self.clock.advance(60)
+
+    def test_a_burst_starts_with_a_transaction_of_one_fire_then_grows(self):
+        """Fires due at one instant go in transactions of 1, then 10, then 100 at most, each at that instant."""
+        self.burst(250)
+        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [1, 10, 100, 100, 39])
+        self.assertEqual({not_before for _, not_before in self.enqueuer.calls}, {T0 + 60})
+        self.assertEqual(len(self.enqueuer.enqueued), 250)
+
+    def test_a_burst_is_logged_after_its_last_transaction(self):
+        """Every fire still has its "enqueued" line, but none is written before the last job is enqueued."""
+        logged_before = []
+        dispatch = self.enqueuer.dispatch
+
+        def counting(fires, not_before, prepared=None):
+            logged_before.append(sum("enqueued {schedule_id}" in e.get("log_format", "") for e in self.events))
+            return dispatch(fires, not_before, prepared)
+
+        self.enqueuer.dispatch = counting
+        self.burst(120)
+        self.assertEqual(logged_before, [0, 0, 0, 0])
+        enqueued = [e["schedule_id"] for e in self.events if "enqueued {schedule_id}" in e.get("log_format", "")]
+        self.assertEqual(sorted(enqueued), [f"TS-B{i:04d}" for i in range(120)])
+
+    def test_the_next_part_is_prepared_while_a_part_is_enqueued(self):
+        """Beyond the first part (FIRST_PART_SIZES, then PART_SIZE fires), later parts are read, built and packed while the first part's transactions still run."""
+        self.patch(dispatcher, "FIRST_PART_SIZES", (3,))
+        self.patch(dispatcher, "PART_SIZE", 5)
+        held, packed = [], []
+        prepare = self.enqueuer.prepare
+
+        def in_thread(f, *args, **kwargs):
+            if f == self.enqueuer.dispatch:  # an enqueue thread still busy, until released below
+                held.append(defer.Deferred().addCallback(lambda _: f(*args, **kwargs)))
+                return held[-1]
+            return run_now(f, *args, **kwargs)
+
+        self.enqueuer.prepare = lambda fires: packed.append(len(fires)) or prepare(fires)
+        self.dispatcher._run_in_thread = in_thread
+        self.burst(12)
+        self.assertEqual((packed, len(held)), ([3, 5, 4], 1))
+        while held:
+            held.pop(0).callback(None)
+        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [1, 2, 1, 4, 1, 3])
+        self.assertEqual(len(self.enqueuer.enqueued), 12)

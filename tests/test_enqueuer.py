@@ -1,5 +1,7 @@
 """The exactly-once RQ transaction, against a private Redis."""
 
+from datetime import datetime, timezone
+
 import redis
 from rq import Queue
 from twisted.logger import globalLogPublisher
@@ -68,6 +70,18 @@ class EnqueuerTests(unittest.TestCase):
                          [f"btu-TS-1-{WHEN}", f"btu-TS-1-{NEXT}"])
         warnings = [e for e in events if "replicas acknowledged" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1, warnings)
+
+    def test_jobs_packed_ahead_of_the_instant_carry_the_enqueue_time(self):
+        """Jobs packed by `prepare` before the wait are enqueued as packed, with the enqueued_at of
+        their transaction, not of their packing."""
+        fire = self.fire()
+        prepared = self.enqueuer.prepare([fire])
+        packed_by = datetime.now(timezone.utc)
+        self.assertEqual(self.enqueuer.dispatch([fire], not_before=WHEN, prepared=prepared), [ENQUEUED])
+        job = Job.fetch(f"btu-TS-1-{WHEN}", connection=self.redis)
+        self.assertEqual((job.meta["btu_task_schedule"], job.kwargs), ("TS-1", {"a": 1}))
+        self.assertGreaterEqual(job.enqueued_at.replace(tzinfo=timezone.utc), packed_by)
+        self.assertEqual(Queue("default", connection=self.redis).job_ids, [f"btu-TS-1-{WHEN}"])
 
     def test_enqueues_job_and_plans_next_fire(self):
         """One transaction pushes the job, moves the watermark and replaces the member with the next."""

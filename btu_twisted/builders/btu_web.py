@@ -24,9 +24,9 @@ from btu_twisted.sites.layout import SINGLE_SITE, KeyLayout
 from btu_twisted.builders.pickled import PickleError, check_job_pickle
 from btu_twisted.logs import OBSERVER
 from btu_twisted.schedules import Schedule
+from btu_twisted.tls_gate import HTTPS_PORT  # the Rust daemon's rule: port 443 means https, without the port
 
 ENDPOINT_PATH = "/api/method/btu.btu_api.endpoints.get_pickled_task"
-HTTPS_PORT = 443                # the Rust daemon's rule: port 443 means https, without the port
 FETCH_TIMEOUT_SECS = 10.0       # one request, connect to last byte
 RETRY_MIN_SECS = 1.0            # first retry after a failed fetch, doubled per failure of that fire
 RETRY_MAX_SECS = 30.0           # so a grace of minutes still sees several attempts
