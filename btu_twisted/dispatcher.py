@@ -170,9 +170,8 @@ class Dispatcher(service.Service):
     @defer.inlineCallbacks
     def _run_cycle(self):
         """Dispatch everything due; fires with a back-off delay when something failed, else None."""
-        lines = []  # the log lines of the cycle's transactions, written when it ends
         try:
-            while True:
+            while self.running:  # a stopping daemon finishes the batch under way, not the backlog
                 now = self._clock.seconds()
                 due = yield self._store.due(now + PREPARE_LEAD_SECS, BATCH_SIZE)
                 self._redis_ok()
@@ -180,15 +179,18 @@ class Dispatcher(service.Service):
                 due = [(member, score) for member, score in due if member not in self._parked]
                 if not due:
                     return None
-                handled = yield self._dispatch(due, lines)
+                lines = []  # the log lines of the batch's transactions, written when it is done
+                try:
+                    handled = yield self._dispatch(due, lines)
+                finally:
+                    # After the batch's last transaction, so that the lines (about 30 µs each)
+                    # delay no job, and after every batch, so that a backlog delays no line.
+                    self._log(lines)
                 if handled < len(due):
                     return self._next_backoff()
         except Exception as e:
             self._redis_failed(e)
             return self._next_backoff()
-        finally:
-            # After the last transaction, so that the log lines (about 30 µs each) delay no job.
-            self._log(lines)
 
     @defer.inlineCallbacks
     def _dispatch(self, due: list[tuple[str, float]], lines: list):
@@ -252,7 +254,10 @@ class Dispatcher(service.Service):
         """Run the transactions of `fires`, instant by instant, adding their log lines to `lines`."""
         for when in sorted({fire.when for fire in fires}):
             group = [fire for fire in fires if fire.when == when]
-            for chunk in _cut(group, FIRST_TRANSACTION_SIZES, TRANSACTION_SIZE):
+            # A group that fits one transaction is one (one WAIT with redis_min_replicas, which
+            # times out per transaction while no replica answers); a larger one grows.
+            first = FIRST_TRANSACTION_SIZES if len(group) > TRANSACTION_SIZE else ()
+            for chunk in _cut(group, first, TRANSACTION_SIZE):
                 outcomes = yield self._run_in_thread(self._enqueuer.dispatch, chunk, not_before=when,
                                                      prepared=prepared)
                 self._record(chunk, outcomes, lines)

@@ -237,6 +237,12 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual({not_before for _, not_before in self.enqueuer.calls}, {T0 + 60})
         self.assertEqual(len(self.enqueuer.enqueued), 250)
 
+    def test_fires_that_fit_one_transaction_are_one(self):
+        """An instant with at most TRANSACTION_SIZE fires is one transaction, so one WAIT with
+        redis_min_replicas (each times out while no replica answers, as after a failover)."""
+        self.burst(100)
+        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [100])
+
     def test_a_burst_is_logged_after_its_last_transaction(self):
         """Every fire still has its "enqueued" line, but none is written before the last job is enqueued."""
         logged_before = []
@@ -252,10 +258,46 @@ class DispatcherTests(unittest.TestCase):
         enqueued = [e["schedule_id"] for e in self.events if "enqueued {schedule_id}" in e.get("log_format", "")]
         self.assertEqual(sorted(enqueued), [f"TS-B{i:04d}" for i in range(120)])
 
+    def test_each_batch_is_logged_before_the_next_is_enqueued(self):
+        """A backlog of several batches (BATCH_SIZE due members each) delays no line: each batch's
+        lines are written when it is done."""
+        self.patch(dispatcher, "BATCH_SIZE", 5)
+        logged_before = []
+        dispatch = self.enqueuer.dispatch
+
+        def counting(fires, not_before, prepared=None):
+            logged_before.append(sum("enqueued {schedule_id}" in e.get("log_format", "") for e in self.events))
+            return dispatch(fires, not_before, prepared)
+
+        self.enqueuer.dispatch = counting
+        self.burst(12)
+        self.assertEqual(logged_before, [0, 5, 10])
+
+    def test_a_stopping_daemon_finishes_the_batch_under_way_not_the_backlog(self):
+        """stopService waits for the batch being enqueued; the batches after it stay planned."""
+        self.patch(dispatcher, "BATCH_SIZE", 5)
+        held = []
+
+        def in_thread(f, *args, **kwargs):
+            if f == self.enqueuer.dispatch:
+                held.append(defer.Deferred().addCallback(lambda _: f(*args, **kwargs)))
+                return held[-1]
+            return run_now(f, *args, **kwargs)
+
+        self.dispatcher._run_in_thread = in_thread
+        self.burst(12)
+        stopped = self.dispatcher.stopService()
+        held.pop(0).callback(None)
+        self.assertEqual((self.successResultOf(stopped), held), (None, []))
+        still_due = [member for member in self.store.zset if member.endswith(f"|{T0 + 60}")]
+        self.assertEqual((len(self.enqueuer.enqueued), len(still_due)), (5, 7))
+
     def test_the_next_part_is_prepared_while_a_part_is_enqueued(self):
         """Beyond the first part (FIRST_PART_SIZES, then PART_SIZE fires), later parts are read, built and packed while the first part's transactions still run."""
         self.patch(dispatcher, "FIRST_PART_SIZES", (3,))
         self.patch(dispatcher, "PART_SIZE", 5)
+        self.patch(dispatcher, "FIRST_TRANSACTION_SIZES", (1,))
+        self.patch(dispatcher, "TRANSACTION_SIZE", 2)
         held, packed = [], []
         prepare = self.enqueuer.prepare
 
@@ -271,5 +313,5 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual((packed, len(held)), ([3, 5, 4], 1))
         while held:
             held.pop(0).callback(None)
-        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [1, 2, 1, 4, 1, 3])
+        self.assertEqual([len(fires) for fires, _ in self.enqueuer.calls], [1, 2, 1, 2, 2, 1, 2, 1])
         self.assertEqual(len(self.enqueuer.enqueued), 12)
