@@ -40,8 +40,10 @@ MAX_RESPONSE_KEY_CHARS = 200        # the app's keys are the prefix and a UUID (
 RESPONSE_TTL_SECS = 60              # an ACK nobody reads (the app died) expires
 ACK_MESSAGE = "Command received by BTU Scheduler."
 # One BRPOP blocks this long in Redis; a reply that is POP_GRACE_SECS later than that means the
-# connection is dead (a paused or unreachable Redis), so it is replaced.
-POP_BLOCK_SECS = 2
+# connection is dead (a paused or unreachable Redis), so it is replaced. Each empty pop wakes the
+# reactor twice (its reply, then its cancelled timeout): at 10 s they are a fifth of the idle
+# daemon's CPU that they were at 2 s (bench/bench_idle.py).
+POP_BLOCK_SECS = 10
 POP_GRACE_SECS = store.REPLY_TIMEOUT_SECS
 # Back-off between attempts while Redis is unreachable; kept short because the app's own wait is
 # 5 s: an ACK that comes later than that is lost to it.
