@@ -11,7 +11,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python import threadpool
 
-from btu_twisted import environment, logs, monotonic_reactor, ownership
+from btu_twisted import environment, logs, memory, monotonic_reactor, ownership
 from btu_twisted.channels.listeners import control_channels
 from btu_twisted.channels.listening import ListenerError
 from btu_twisted.channels.tcp import check_tcp_port
@@ -46,6 +46,7 @@ def make_service(options, reactor=None) -> service.MultiService:
         log.warn("running on {reactor}, whose timers follow the wall clock: a backward step of the "
                  "host clock delays them by the step (without --reactor, twistd btu uses a monotonic one)",
                  reactor=type(reactor).__name__)
+    memory.one_arena()  # before the first thread
     pool = threadpool.ThreadPool(minthreads=1, maxthreads=RQ_THREADS, name="btu-rq")
     clock = RedisClock(reactor)  # instants; the reactor itself measures only delays
     tracker = MasterTracker() if redis_settings.sentinels else None

@@ -18,6 +18,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from btu_twisted import memory
 from btu_twisted.builders import JobSpec, Retry, Skip, iso_utc
 from btu_twisted.cron import CronError
 from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, Fire
@@ -28,7 +29,10 @@ from btu_twisted.store import describe_error, split_member
 # Errors that mean "Redis is unreachable right now" (logged once per outage, not as a traceback).
 UNAVAILABLE = (ConnectionError, TimeoutError, OSError, defer.TimeoutError, redis.ConnectionError,
                redis.TimeoutError, txredisapi.ConnectionError)
-PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant
+PREPARE_LEAD_SECS = 0.5  # read rows and build jobs this long before the fire instant...
+PREPARE_SECS_PER_FIRE = 100e-6  # ... and this much earlier per fire due with the first one, so
+# that a burst is read, built and packed before its instant (about 100 µs a fire), and only its
+# transactions are left after it: up to BATCH_SIZE fires, 1.5 s ahead for 10 000
 BATCH_SIZE = 10_000      # due members read from Redis per dispatch cycle...
 FIRST_PART_SIZES = (500,)  # ... prepared (rows read, jobs built and packed) first this many, so
 PART_SIZE = 2000           # that the first jobs are ready well before the instant, then this many
@@ -38,6 +42,7 @@ FIRST_TRANSACTION_SIZES = (1, 10)
 TRANSACTION_SIZE = 100   # ... up to this, which bounds the time one transaction holds Redis
 MAX_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, unix seconds: the last instant a datetime holds
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
+RELEASE_AFTER_FIRES = TRANSACTION_SIZE  # a batch this large returns the memory it freed (memory.release)
 
 
 class Dispatcher(service.Service):
@@ -63,6 +68,7 @@ class Dispatcher(service.Service):
         self._poll = None
         self._timer = None
         self._armed_for: float | None = None
+        self._lead = PREPARE_LEAD_SECS  # how long before the armed instant the cycle starts
         self._cycle: defer.Deferred | None = None
         self._backoff = RETRY_MIN_SECS
         self._on_redis_back = on_redis_back
@@ -122,8 +128,12 @@ class Dispatcher(service.Service):
         self._redis_ok()
         if earliest is None:
             self._cancel_timer()
-        else:
-            self._arm_at(earliest)
+            return
+        try:
+            due_with_it = yield self._store.count_due(earliest)
+        except Exception:
+            due_with_it = 0  # the cycle's own reads will say what is wrong
+        self._arm_at(earliest, PREPARE_LEAD_SECS + min(due_with_it, BATCH_SIZE) * PREPARE_SECS_PER_FIRE)
 
     @defer.inlineCallbacks
     def _earliest(self):
@@ -136,12 +146,13 @@ class Dispatcher(service.Service):
         times += [at + PREPARE_LEAD_SECS for at in self._parked.values()]  # _arm_at subtracts it
         return min(times) if times else None
 
-    def _arm_at(self, when: float) -> None:
+    def _arm_at(self, when: float, lead: float = PREPARE_LEAD_SECS) -> None:
+        """Start a cycle `lead` seconds before `when`."""
         self._cancel_timer()
         if not self.running:
             return  # an _arm() that was waiting on Redis when the service stopped
-        delay = max(0.0, when - PREPARE_LEAD_SECS - self._clock.seconds())
-        self._armed_for = when
+        delay = max(0.0, when - lead - self._clock.seconds())
+        self._armed_for, self._lead = when, lead
         self._timer = self._clock.callLater(delay, self._start_cycle)
 
     def _cancel_timer(self) -> None:
@@ -155,7 +166,7 @@ class Dispatcher(service.Service):
         self._armed_for = None
         if self._cycle is not None:
             return  # armed by an _arm() that raced a cycle; the cycle re-arms when it ends
-        self._cycle = self._run_cycle()
+        self._cycle = self._run_cycle(self._lead)
         self._cycle.addBoth(self._cycle_done)
 
     def _cycle_done(self, retry_in):
@@ -168,12 +179,13 @@ class Dispatcher(service.Service):
             self._arm()
 
     @defer.inlineCallbacks
-    def _run_cycle(self):
-        """Dispatch everything due; fires with a back-off delay when something failed, else None."""
+    def _run_cycle(self, lead: float):
+        """Dispatch everything due within `lead` seconds; fires with a back-off delay when
+        something failed, else None."""
         try:
             while self.running:  # a stopping daemon finishes the batch under way, not the backlog
                 now = self._clock.seconds()
-                due = yield self._store.due(now + PREPARE_LEAD_SECS, BATCH_SIZE)
+                due = yield self._store.due(now + lead, BATCH_SIZE)
                 self._redis_ok()
                 self._parked = {member: at for member, at in self._parked.items() if at > now}
                 due = [(member, score) for member, score in due if member not in self._parked]
@@ -186,6 +198,8 @@ class Dispatcher(service.Service):
                     # After the batch's last transaction, so that the lines (about 30 µs each)
                     # delay no job, and after every batch, so that a backlog delays no line.
                     self._log(lines)
+                    if len(due) >= RELEASE_AFTER_FIRES:
+                        memory.release()
                 if handled < len(due):
                     return self._next_backoff()
         except Exception as e:

@@ -15,6 +15,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from btu_twisted import memory
 from btu_twisted.logs import OBSERVER
 
 RETRY_MIN_SECS = 5.0  # a failed refresh is retried sooner than the next interval, doubling
@@ -139,6 +140,7 @@ class Refresher(service.Service):
                 f"{z['time_zone']} from {z['zone_source']} ({z['schedules']} schedule"
                 f"{'' if z['schedules'] == 1 else 's'})"
                 for z in self._rows.zone_counts()) or "none (no schedule read)")
+        memory.release()  # the rows and plan entries of a large refresh were freed
         return True
 
     @defer.inlineCallbacks

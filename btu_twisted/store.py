@@ -239,6 +239,10 @@ class ScheduleStore:
                                                 withscores=True, offset=0, count=limit))
         return [(member, score) for member, score in found]
 
+    def count_due(self, until: float) -> defer.Deferred:
+        """How many members are due at or before `until`."""
+        return self._call("zcount", self.layout.schedule_key, "-inf", until)
+
     @defer.inlineCallbacks
     def upcoming(self, count: int):
         """[(member, score)] of the next `count` fires."""

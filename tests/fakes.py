@@ -127,6 +127,9 @@ class FakeStore:
         found = self._sorted()
         return defer.succeed(found[0] if found else None)
 
+    def count_due(self, until):
+        return defer.succeed(sum(1 for _, score in self.zset.items() if score <= until))
+
     def due(self, until, limit):
         if self.failing:
             return defer.fail(ConnectionError("redis down"))

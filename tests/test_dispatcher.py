@@ -54,6 +54,20 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual(not_before, T0 + 60)
         self.assertEqual([f.job.job_id for f in fires], [f"btu-TS-1-{T0 + 60}"])
 
+    def test_a_burst_is_prepared_earlier_by_its_size(self):
+        """2 000 fires due at one instant start their cycle PREPARE_SECS_PER_FIRE each earlier
+        than one fire would, so that their jobs are built before the instant; they still go at it."""
+        for i in range(2000):
+            self.source.rows[f"TS-B{i:04d}"] = schedule(f"TS-B{i:04d}", cron="* * * * *")
+            self.store.add(f"TS-B{i:04d}", T0 + 60)
+        self.start()
+        lead = PREPARE_LEAD_SECS + 2000 * dispatcher.PREPARE_SECS_PER_FIRE
+        self.clock.advance(60 - lead - 0.01)
+        self.assertEqual(self.enqueuer.calls, [])
+        self.clock.advance(0.01)
+        self.assertEqual({not_before for _, not_before in self.enqueuer.calls}, {T0 + 60})
+        self.assertEqual(len(self.enqueuer.enqueued), 2000)
+
     def test_next_fire_planned_after_dispatch(self):
         """After a fire the schedule's member moves to its next fire, and the timer follows it."""
         self.store.add("TS-1", T0 + 60)

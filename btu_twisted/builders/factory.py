@@ -6,7 +6,6 @@ from __future__ import annotations
 from btu_twisted.builders import LocalBuilder
 from btu_twisted.builders.auto import AutoBuilder, BuilderUnavailable, choose
 from btu_twisted.builders.btu import BtuBuilder
-from btu_twisted.builders.btu_web import BtuWebBuilder, endpoint_url
 from btu_twisted.builders.frappe import FrappeBuilder
 from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.config import FRAPPE_SITE_HINT
@@ -23,6 +22,8 @@ def make_builder(kind: str, config, clock, source, stats, reactor=None, layout: 
 
     def make(chosen: str):
         if chosen == "btu-web":
+            # Imported here: Twisted's HTTP client is 1.1 MB of a daemon that no other builder needs.
+            from btu_twisted.builders.btu_web import BtuWebBuilder, endpoint_url
             if not config.webserver_token:
                 raise BuilderUnavailable("the btu-web builder needs webserver_token")
             return BtuWebBuilder(clock, endpoint_url(config.webserver_ip, config.webserver_port),
