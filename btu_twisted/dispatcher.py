@@ -40,6 +40,8 @@ PART_SIZE = 2000           # that the first jobs are ready well before the insta
 # lands as soon as for a single schedule; then growing, each sent while the next is prepared...
 FIRST_TRANSACTION_SIZES = (1, 10)
 TRANSACTION_SIZE = 100   # ... up to this, which bounds the time one transaction holds Redis
+# The fires due at an instant are counted this long before it (the longest lead they can need).
+MAX_PREPARE_LEAD_SECS = PREPARE_LEAD_SECS + BATCH_SIZE * PREPARE_SECS_PER_FIRE
 MAX_INSTANT = 253402300799  # 9999-12-31T23:59:59Z, unix seconds: the last instant a datetime holds
 RETRY_MIN_SECS = 1.0     # first back-off after a Redis/SQL failure, doubled up to the poll interval
 RELEASE_AFTER_FIRES = TRANSACTION_SIZE  # a batch this large returns the memory it freed (memory.release)
@@ -128,12 +130,8 @@ class Dispatcher(service.Service):
         self._redis_ok()
         if earliest is None:
             self._cancel_timer()
-            return
-        try:
-            due_with_it = yield self._store.count_due(earliest)
-        except Exception:
-            due_with_it = 0  # the cycle's own reads will say what is wrong
-        self._arm_at(earliest, PREPARE_LEAD_SECS + min(due_with_it, BATCH_SIZE) * PREPARE_SECS_PER_FIRE)
+        else:
+            self._arm_at(earliest)
 
     @defer.inlineCallbacks
     def _earliest(self):
@@ -146,14 +144,28 @@ class Dispatcher(service.Service):
         times += [at + PREPARE_LEAD_SECS for at in self._parked.values()]  # _arm_at subtracts it
         return min(times) if times else None
 
-    def _arm_at(self, when: float, lead: float = PREPARE_LEAD_SECS) -> None:
-        """Start a cycle `lead` seconds before `when`."""
+    def _arm_at(self, when: float) -> None:
+        """Arm for `when`: MAX_PREPARE_LEAD_SECS before it, count the fires due with it."""
         self._cancel_timer()
         if not self.running:
             return  # an _arm() that was waiting on Redis when the service stopped
-        delay = max(0.0, when - lead - self._clock.seconds())
-        self._armed_for, self._lead = when, lead
-        self._timer = self._clock.callLater(delay, self._start_cycle)
+        self._armed_for = when
+        self._timer = self._clock.callLater(max(0.0, when - MAX_PREPARE_LEAD_SECS - self._clock.seconds()),
+                                            self._size_up, when)
+
+    def _size_up(self, when: float) -> None:
+        """Start the cycle as long before `when` as its fires need to be prepared in."""
+        self._timer = None
+        counted = self._store.count_due(when)
+        counted.addErrback(lambda _: 0)  # Redis down: the cycle's own reads say so
+        counted.addCallback(lambda count: self._start_ahead(when, count))
+
+    def _start_ahead(self, when: float, count: int) -> None:
+        if not self.running or self._armed_for != when or self._timer is not None:
+            return  # re-armed (an earlier fire was planned) or stopped while counting
+        self._lead = PREPARE_LEAD_SECS + min(count, BATCH_SIZE) * PREPARE_SECS_PER_FIRE
+        self._timer = self._clock.callLater(max(0.0, when - self._lead - self._clock.seconds()),
+                                            self._start_cycle)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():

@@ -57,10 +57,22 @@ class DispatcherTests(unittest.TestCase):
     def test_a_burst_is_prepared_earlier_by_its_size(self):
         """2 000 fires due at one instant start their cycle PREPARE_SECS_PER_FIRE each earlier
         than one fire would, so that their jobs are built before the instant; they still go at it."""
+        self.burst_prepared_early(planned_after_start=False)
+
+    def test_a_burst_planned_after_start_is_prepared_earlier_by_its_size(self):
+        """The same for fires the planner pokes in after start-up (the first full refresh)."""
+        self.burst_prepared_early(planned_after_start=True)
+
+    def burst_prepared_early(self, planned_after_start: bool):
+        if planned_after_start:
+            self.start()
         for i in range(2000):
             self.source.rows[f"TS-B{i:04d}"] = schedule(f"TS-B{i:04d}", cron="* * * * *")
             self.store.add(f"TS-B{i:04d}", T0 + 60)
-        self.start()
+            if planned_after_start:
+                self.dispatcher.poke(T0 + 60)
+        if not planned_after_start:
+            self.start()
         lead = PREPARE_LEAD_SECS + 2000 * dispatcher.PREPARE_SECS_PER_FIRE
         self.clock.advance(60 - lead - 0.01)
         self.assertEqual(self.enqueuer.calls, [])
