@@ -26,7 +26,7 @@ FAILOVER_TIMEOUT_SECS = 30      # generous: the machine is shared
 
 # The minimal ACL rule of the README (issue 12): the daemon's keys, RQ's keys and the RPC keys,
 # and exactly the commands the daemon and the rq library send.
-ACL_COMMANDS = ("+ping +select +role +info +eval +evalsha +zrange +zrangebyscore +zcard +zscan +hscan "
+ACL_COMMANDS = ("+ping +select +role +info +eval +evalsha +zrange +zrangebyscore +zcount +zcard +zscan +hscan "
                 "+zadd +zrem +zscore +hget +hset +hdel +hgetall +set +get +mget +exists +expire "
                 "+watch +unwatch +multi +exec +discard +sadd +rpush +lpush +ltrim +rpop +blpop +brpop "
                 "+time +wait")
