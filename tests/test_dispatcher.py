@@ -256,6 +256,18 @@ class DispatcherTests(unittest.TestCase):
         self.start()
         self.clock.advance(60)
 
+    def lines_logged_before_each_transaction(self) -> list[int]:
+        """How many "enqueued" lines were written before each transaction, as they run."""
+        logged_before = []
+        dispatch = self.enqueuer.dispatch
+
+        def counting(fires, not_before, prepared=None):
+            logged_before.append(sum("enqueued {schedule_id}" in e.get("log_format", "") for e in self.events))
+            return dispatch(fires, not_before, prepared)
+
+        self.enqueuer.dispatch = counting
+        return logged_before
+
     def test_a_burst_starts_with_a_transaction_of_one_fire_then_grows(self):
         """Fires due at one instant go in transactions of 1, then 10, then 100 at most, each at that instant."""
         self.burst(250)
@@ -271,14 +283,7 @@ class DispatcherTests(unittest.TestCase):
 
     def test_a_burst_is_logged_after_its_last_transaction(self):
         """Every fire still has its "enqueued" line, but none is written before the last job is enqueued."""
-        logged_before = []
-        dispatch = self.enqueuer.dispatch
-
-        def counting(fires, not_before, prepared=None):
-            logged_before.append(sum("enqueued {schedule_id}" in e.get("log_format", "") for e in self.events))
-            return dispatch(fires, not_before, prepared)
-
-        self.enqueuer.dispatch = counting
+        logged_before = self.lines_logged_before_each_transaction()
         self.burst(120)
         self.assertEqual(logged_before, [0, 0, 0, 0])
         enqueued = [e["schedule_id"] for e in self.events if "enqueued {schedule_id}" in e.get("log_format", "")]
@@ -288,14 +293,7 @@ class DispatcherTests(unittest.TestCase):
         """A backlog of several batches (BATCH_SIZE due members each) delays no line: each batch's
         lines are written when it is done."""
         self.patch(dispatcher, "BATCH_SIZE", 5)
-        logged_before = []
-        dispatch = self.enqueuer.dispatch
-
-        def counting(fires, not_before, prepared=None):
-            logged_before.append(sum("enqueued {schedule_id}" in e.get("log_format", "") for e in self.events))
-            return dispatch(fires, not_before, prepared)
-
-        self.enqueuer.dispatch = counting
+        logged_before = self.lines_logged_before_each_transaction()
         self.burst(12)
         self.assertEqual(logged_before, [0, 5, 10])
 
