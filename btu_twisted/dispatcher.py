@@ -253,7 +253,8 @@ class Dispatcher(service.Service):
             for part in _cut(ids, FIRST_PART_SIZES, PART_SIZE):
                 fires, prepared, parked = yield self._prepare({i: latest[i] for i in part})
                 handled += len(fires) + parked
-                enqueued.addCallback(lambda _, fires=fires, prepared=prepared: self._enqueue(fires, prepared, lines))
+                enqueued.addCallback(lambda _, fires=fires, prepared=prepared:
+                                     self._enqueue(fires, prepared, lines))
         finally:
             yield enqueued
         return handled
@@ -398,7 +399,7 @@ class Dispatcher(service.Service):
 
     def _record(self, group: list[Fire], outcomes: list[str], lines: list) -> None:
         """Count one transaction's outcomes, and add their log lines to `lines` (written by
-        `_log` after the cycle's last transaction, so that the lines, about 30 µs each, delay no
+        `_log` after the batch's last transaction, so that the lines, about 30 µs each, delay no
         job; kept as a few strings each, not the fires)."""
         now = self._clock.seconds()
         for fire, outcome in zip(group, outcomes):

@@ -141,13 +141,7 @@ class Enqueuer:
             for fire in fires:
                 if fire.job is None:
                     continue
-                # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
-                # unconditionally, which fails inside our transaction.
-                self._queue(fire.job.queue).enqueue_many([self._create(fire.job)], pipeline=scratch)
-                if fire.job.data is not None:
-                    # Pre-pickled job data (btu-web): replaces the placeholder rq serialised,
-                    # compressed as rq writes it, inside the same transaction.
-                    scratch.hset(Job.key_for(fire.job.job_id), "data", zlib.compress(fire.job.data))
+                self._write_job(scratch, fire.job)
                 commands = [args for args, _ in scratch.command_stack]
                 prepared[fire.member] = (packer.pack_commands(commands), len(commands))
                 scratch.command_stack = []
@@ -312,14 +306,13 @@ class Enqueuer:
     def enqueue_now(self, schedule_id: str | None, spec: JobSpec, when: int) -> bool:
         """Enqueue one job outside the plan (run-now), with its history entry (none without a
         schedule); False when a job with its id exists already (the same run asked twice in a second)."""
-        job = self._create(spec)
         with self.connection.pipeline() as pipe:
             key = Job.key_for(spec.job_id)
             pipe.watch(key)
             if pipe.exists(key):
                 return False
             pipe.multi()
-            self._queue(spec.queue).enqueue_many([job], pipeline=pipe)
+            self._write_job(pipe, spec)
             if schedule_id is not None:
                 history.append(pipe, self._layout, schedule_id, history.entry(when, spec, 0.0, manual=True))
             pipe.execute()
@@ -336,6 +329,16 @@ class Enqueuer:
             self._on_distrusted(schedule_id, int(watermark), now)
             return None
         return int(watermark)
+
+    def _write_job(self, pipe, spec: JobSpec) -> None:
+        """Queue on `pipe` the commands that write `spec`'s RQ job and push it onto its queue."""
+        # enqueue_many, not enqueue_job: rq 1.x's enqueue_job calls pipe.multi()
+        # unconditionally, which fails inside our transaction.
+        self._queue(spec.queue).enqueue_many([self._create(spec)], pipeline=pipe)
+        if spec.data is not None:
+            # Pre-pickled job data (btu-web): replaces the placeholder rq serialised,
+            # compressed as rq writes it, inside the same transaction.
+            pipe.hset(Job.key_for(spec.job_id), "data", zlib.compress(spec.data))
 
     @staticmethod
     def _create(spec: JobSpec):
