@@ -38,6 +38,7 @@ from btu_twisted.store import make_member
 SOCKET_TIMEOUT_SECS = 5
 WATERMARK_TTL_SECS = 8 * 24 * 3600  # far longer than any window in which a fire could be replayed
 REGRESSION_EPISODE_SECS = 60       # lost watermarks seen within this of each other: one log line
+SPIN_SECS = 0.001                   # the last stretch to a fire instant is busy-waited (_wait_until)
 MAX_ATTEMPTS = 20                   # WATCH conflicts only come from peers dispatching the same fires
 
 # Remove each fired member; plan the next fire unless the schedule was re-planned meanwhile.
@@ -153,10 +154,11 @@ class Enqueuer:
         """Wait until `not_before`, then enqueue `fires` atomically; returns one outcome per fire.
 
         Jobs are packed (`prepare`, or `prepared` if given) and the watermarks WATCHed and read
-        before the wait, and the transaction is queued but for its history entries (which carry
-        the lateness), so that at the fire instant only EXEC is left: one round trip instead of
-        three, about 0.3 ms less lateness (bench/bench_lateness.py). A peer's claim during the wait
-        fails our EXEC, and the retry then sees its watermark.
+        before the wait, and the transaction is queued and packed but for its history entries
+        and `enqueued_at` (which carry the instant), so that at the fire instant only those and
+        EXEC are left: one round trip instead of three, about 0.3 ms less lateness
+        (bench/bench_lateness.py). A peer's claim during the wait fails our EXEC, and the retry
+        then sees its watermark.
         """
         jobs = self.prepare(fires) if prepared is None else prepared
         keys = [self._layout.last_fire_prefix + fire.schedule_id for fire in fires]
@@ -212,9 +214,8 @@ class Enqueuer:
                 outcomes.append(ENQUEUED)
             advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
         pipe.eval(ADVANCE_SCRIPT, 2, self._layout.schedule_key, self._layout.planned_key, *advance)
-        delay = not_before - self._now()
-        if delay > 0:
-            self._sleep(delay)
+        head = self._pack_head(pipe, packed)
+        self._wait_until(not_before)
         late = self._now() - not_before
         enqueued_at = utcformat(datetime.now(timezone.utc))  # what rq would write at this moment
         for fire, outcome in zip(fires, outcomes):
@@ -224,23 +225,47 @@ class Enqueuer:
                 coalesced = fire.planned if fire.planned not in (None, fire.when) else None
                 history.append(pipe, self._layout, fire.schedule_id,
                                history.entry(fire.when, fire.job, late, coalesced_from=coalesced))
-        self._execute(pipe, packed)
+        self._execute(pipe, head)
         return outcomes
 
+    def _wait_until(self, instant: float) -> None:
+        """Sleep until SPIN_SECS before `instant`, then busy-wait for it. A timed wait wakes
+        0.1–1 ms late, on a cold CPU that runs what is left of the transaction several times
+        slower; the spin costs about SPIN_SECS of CPU per instant that fires. The spin is
+        bounded on the monotonic clock too, so a `now` that stands still (tests) cannot hold it."""
+        delay = instant - self._now()
+        if delay > SPIN_SECS:
+            self._sleep(delay - SPIN_SECS)
+        give_up = time.monotonic() + 2 * SPIN_SECS
+        while self._now() < instant and time.monotonic() < give_up:
+            pass
+
     @staticmethod
-    def _execute(pipe, packed: list[tuple[list[bytes], int]]) -> None:
-        """EXEC the transaction on `pipe`'s WATCHing connection: MULTI, the jobs' commands as
-        `prepare` packed them, the commands queued on `pipe`, EXEC. What redis-py's
-        `Pipeline.execute` does, without packing the jobs again: every reply is read before an
-        error is raised, a failed WATCH is a WatchError, an error inside EXEC is raised."""
+    def _pack_head(pipe, packed: list[tuple[list[bytes], int]]) -> tuple[list[bytes], int]:
+        """MULTI, the jobs' commands as `prepare` packed them and the claim queued on `pipe` so
+        far, packed in the Redis protocol with their count; `pipe`'s queue is emptied. Packed
+        before the wait: at the instant only the commands that carry it are left to pack."""
         connection = pipe.connection
-        own = [args for args, _ in pipe.command_stack]
         chunks = connection.pack_commands([("MULTI",)])
         for job_chunks, _ in packed:
             chunks += job_chunks
+        chunks += connection.pack_commands([args for args, _ in pipe.command_stack])
+        count = 1 + sum(count for _, count in packed) + len(pipe.command_stack)
+        pipe.command_stack = []
+        return chunks, count
+
+    @staticmethod
+    def _execute(pipe, head: tuple[list[bytes], int]) -> None:
+        """EXEC the transaction on `pipe`'s WATCHing connection: the head (`_pack_head`), the
+        commands queued on `pipe` since, EXEC. What redis-py's `Pipeline.execute` does, without
+        packing anything twice: every reply is read before an error is raised, a failed WATCH is
+        a WatchError, an error inside EXEC is raised."""
+        connection = pipe.connection
+        chunks, count = head
+        own = [args for args, _ in pipe.command_stack]
         connection.send_packed_command(chunks + connection.pack_commands([*own, ("EXEC",)]))
         errors = []
-        for _ in range(1 + sum(count for _, count in packed) + len(own)):  # +OK, then +QUEUED each
+        for _ in range(count + len(own)):  # +OK for MULTI, then +QUEUED for each command
             try:
                 pipe.parse_response(connection, "_")
             except redis.ResponseError as e:

@@ -1,5 +1,6 @@
 """The exactly-once RQ transaction, against a private Redis."""
 
+import time
 from datetime import datetime, timezone
 
 import redis
@@ -8,7 +9,8 @@ from twisted.logger import globalLogPublisher
 from rq.job import Job
 from twisted.trial import unittest
 
-from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED, Enqueuer, Fire
+from btu_twisted import history
+from btu_twisted.enqueuer import ALREADY_ENQUEUED, ENQUEUED, NOT_ENQUEUED, SPIN_SECS, Enqueuer, Fire
 from btu_twisted.builders.python import PythonBuilder
 from btu_twisted.store import LAST_FIRE_PREFIX, PLANNED_KEY, SCHEDULE_KEY
 from tests.fakes import schedule
@@ -94,9 +96,22 @@ class EnqueuerTests(unittest.TestCase):
         self.assertEqual(self.redis.hget(PLANNED_KEY, "TS-1"), f"TS-1|{NEXT}".encode())
 
     def test_waits_for_the_fire_instant(self):
-        """The transaction waits until not_before (jobs are built before the wait)."""
+        """The transaction sleeps until SPIN_SECS before not_before (jobs are built before the
+        wait), and busy-waits the rest."""
         self.enqueuer.dispatch([self.fire()], not_before=WHEN)
-        self.assertEqual(self.slept, [0.25])
+        self.assertEqual(len(self.slept), 1)
+        self.assertAlmostEqual(self.slept[0], 0.25 - SPIN_SECS)
+
+    def test_never_enqueues_before_the_instant_on_a_real_clock(self):
+        """After the timed wait and the spin, the instant has come: the lateness the history
+        records, read at the moment of the transaction, is never negative."""
+        instant = time.time() + 0.05
+        enqueuer = Enqueuer(self.redis_server.url)  # the real clock and the real wait
+        self.addCleanup(enqueuer.close)
+        fire = Fire("TS-1", WHEN, PythonBuilder().build(self.row, WHEN), NEXT)
+        self.assertEqual(enqueuer.dispatch([fire], not_before=instant), [ENQUEUED])
+        [entry] = history.read(self.redis, "TS-1")
+        self.assertGreaterEqual(entry["late_secs"], 0)
 
     def test_second_dispatch_of_a_fire_is_refused(self):
         """Dispatching the same fire again (a peer, or a replay after a crash) pushes nothing."""
