@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 
 .PHONY: install run test bench clean
 
-$(BIN)/twistd: setup.py
+$(BIN)/twistd: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $@
 
 install: $(BIN)/twistd

@@ -3,8 +3,8 @@
 Each version lives in its own ``pip install --target`` directory under /tmp (built once, into a
 temporary directory renamed into place, then reused); the virtualenv is never touched.  A process
 run with ``<venv>/bin/python`` and that directory first on PYTHONPATH imports that version's
-``rq``, ``redis`` and ``click`` instead of the virtualenv's.  The virtualenv's own rq (3.x) needs
-no directory.
+``rq``, ``redis`` and ``click`` instead of the virtualenv's.  The virtualenv's own rq (2.6.1, from
+constraints.txt) needs no directory.
 
 Each version is paired with the redis-py and click that its users run it with:
 
@@ -13,7 +13,9 @@ Each version is paired with the redis-py and click that its users run it with:
 - rq 1.16.2: redis 5.0.x (the redis-py current when 1.16 was), click 8.1 (rq 1.x's CLI predates
   click 8.2, which warns about its duplicated ``--serializer`` option);
 - rq 2.6.1: redis 7.1.x, click 8.3, croniter 6.0 (Frappe develop pins ``rq==2.6.1``,
-  ``redis~=7.1.0``, ``Click~=8.3.1``, ``croniter~=6.0.0``; rq 2.6 excludes redis 6).
+  ``redis~=7.1.0``, ``Click~=8.3.1``, ``croniter~=6.0.0``; rq 2.6 excludes redis 6): the
+  virtualenv's own, by constraints.txt;
+- rq 3.0.0: redis 8.1.x (the newest of both, which setup.py's ranges admit).
 
 Every version from 1.15 to 3.x ships ``rq/cli/__main__.py``, so ``python -m rq.cli worker ...``
 is the same command line for all of them (the ``rq`` console script is not installed with
@@ -39,9 +41,9 @@ PINS = {
     "1.15.1": ("redis==4.5.5", "click>=8.1,<8.2"),
     "1.16.2": ("redis>=5.0,<5.1", "click>=8.1,<8.2"),
     "2.6.1": ("redis>=7.1,<7.2", "click>=8.3,<8.4", "croniter>=6.0,<6.1"),
+    "3.0.0": ("redis>=8.1,<8.2", "click>=8.3", "croniter>=6.0"),
 }
-VENV_VERSION = rq.VERSION  # the virtualenv's own rq (3.x); runs without a target directory
-ALL_VERSIONS = (*PINS, VENV_VERSION)
+VENV_VERSION = rq.VERSION  # the virtualenv's own rq (constraints.txt); runs without a target directory
 INSTALL_TIMEOUT_SECS = 300
 
 # What pip prints when it cannot reach the package index at all (as opposed to a bad pin): its
