@@ -243,16 +243,17 @@ class Enqueuer:
     @staticmethod
     def _pack_head(pipe, packed: list[tuple[list[bytes], int]]) -> tuple[list[bytes], int]:
         """MULTI, the jobs' commands as `prepare` packed them and the claim queued on `pipe` so
-        far, packed in the Redis protocol with their count; `pipe`'s queue is emptied. Packed
-        before the wait: at the instant only the commands that carry it are left to pack."""
+        far, packed in the Redis protocol, with how many replies they get; `pipe`'s queue is
+        emptied. Packed before the wait: at the instant only the commands that carry it are
+        left to pack."""
         connection = pipe.connection
         chunks = connection.pack_commands([("MULTI",)])
         for job_chunks, _ in packed:
             chunks += job_chunks
         chunks += connection.pack_commands([args for args, _ in pipe.command_stack])
-        count = 1 + sum(count for _, count in packed) + len(pipe.command_stack)
+        replies = 1 + sum(job_commands for _, job_commands in packed) + len(pipe.command_stack)
         pipe.command_stack = []
-        return chunks, count
+        return chunks, replies
 
     @staticmethod
     def _execute(pipe, head: tuple[list[bytes], int]) -> None:
@@ -261,11 +262,11 @@ class Enqueuer:
         packing anything twice: every reply is read before an error is raised, a failed WATCH is
         a WatchError, an error inside EXEC is raised."""
         connection = pipe.connection
-        chunks, count = head
+        chunks, replies = head
         own = [args for args, _ in pipe.command_stack]
         connection.send_packed_command(chunks + connection.pack_commands([*own, ("EXEC",)]))
         errors = []
-        for _ in range(count + len(own)):  # +OK for MULTI, then +QUEUED for each command
+        for _ in range(replies + len(own)):  # +OK for MULTI, then +QUEUED for each command
             try:
                 pipe.parse_response(connection, "_")
             except redis.ResponseError as e:
