@@ -117,10 +117,16 @@ class Refresher(service.Service):
             ids = self._rows.held(ids)
         try:
             cancelling = self._cancel_disabled(set(ids))  # meanwhile, in Redis
+            # Its failure is taken at once and raised when it is waited for: a refresh abandoned
+            # before that (the daemon stopping while the planner works) leaves none unhandled.
+            cancel_failures = []
+            cancelling.addErrback(cancel_failures.append)
             for start in range(0, len(ids), QUEUED_AT_ONCE):
                 self._queue.put_many(ids[start:start + QUEUED_AT_ONCE])
                 yield self._planner.idle()
             yield cancelling
+            if cancel_failures:
+                cancel_failures[0].raiseException()
             yield self._planner.idle()
             yield self._store.mark_refreshed(started)
         except Exception as e:

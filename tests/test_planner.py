@@ -1,5 +1,6 @@
 """The consumer (planner) and the full refresh, driven by task.Clock with in-memory doubles."""
 
+import gc
 from datetime import datetime, timezone
 
 from twisted.internet import defer, task
@@ -244,6 +245,18 @@ class RefresherTests(unittest.TestCase):
         refreshed = self.stats.last_refresh["at"]
         self.clock.advance(CHECK_SECS)
         self.assertEqual(self.stats.last_refresh["at"], refreshed)
+
+    def test_a_refresh_abandoned_after_its_scan_failed_leaves_no_unhandled_error(self):
+        """A daemon stopped mid-refresh (the planner never idle again, the Redis connection closed
+        under the scan) leaves no "Unhandled error in Deferred" to be logged at garbage collection,
+        in whatever runs then."""
+        self.store.scan_planned = lambda cursor, count: defer.fail(ConnectionError("Not connected"))
+        self.refresher.startService()  # the planner is not started: the refresh waits for it
+        self.clock.advance(0)
+        self.refresher.stopService()
+        del self.refresher, self.planner, self.queue, self.source, self.store
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(ConnectionError), [])
 
     def test_failed_refresh_retried_sooner_and_loop_survives(self):
         """A refresh that fails is retried after a back-off and the periodic loop keeps running."""
