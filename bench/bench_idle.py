@@ -20,8 +20,7 @@ import time
 from datetime import datetime, timezone
 
 from common import (CLK_TCK, Daemon, RQCron, RQScheduler, Servers, banner, cpu_seconds, insert_schedules,
-                    run_seconds,
-                    insert_task, memory_mb, note, peers_available, schedule_ids, table, verdict)
+                    insert_task, memory_mb, note, peers_available, run_seconds, schedule_ids, table, verdict)
 
 SCHEDULES = 10_000
 TARGET_PERCENT = 0.05

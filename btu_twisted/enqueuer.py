@@ -213,7 +213,7 @@ class Enqueuer:
                 pipe.set(key, fire.when, ex=WATERMARK_TTL_SECS)
                 outcomes.append(ENQUEUED)
             advance += [fire.schedule_id, fire.member, "" if fire.next_when is None else str(fire.next_when)]
-        pipe.eval(ADVANCE_SCRIPT, 2, self._layout.schedule_key, self._layout.planned_key, *advance)
+        pipe.eval(ADVANCE_SCRIPT, 2, *self._layout.plan_keys, *advance)
         head = self._pack_head(pipe, packed)
         self._wait_until(not_before)
         late = self._now() - not_before

@@ -12,15 +12,16 @@ bench/bench_burst.py shows the effect on the figure "RSS after the bursts".
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 
 def _glibc():
-    """glibc's handle, or None where the C library is another (musl, macOS)."""
+    """glibc's handle, or None where the C library is another (musl, macOS). The symbols the
+    process has loaded already (dlopen(NULL)), not `ctypes.util.find_library`, which runs
+    `ldconfig -p` in a subprocess at every start."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None

@@ -177,18 +177,13 @@ class ScheduleStore:
         args = [str(int(now))]
         for schedule_id, when in entries:
             args += [schedule_id, str(int(when))]
-        return self._call("eval", PLAN_SCRIPT, self._plan_keys, args)
-
-    @property
-    def _plan_keys(self) -> list[str]:
-        """The keys of the plan scripts: the schedule set and the planned map."""
-        return [self.layout.schedule_key, self.layout.planned_key]
+        return self._call("eval", PLAN_SCRIPT, self.layout.plan_keys, args)
 
     def cancel(self, schedule_ids: list[str]) -> defer.Deferred:
         """Remove exactly these schedules' members; fires with how many members were removed."""
         if not schedule_ids:
             return defer.succeed(0)
-        return self._call("eval", CANCEL_SCRIPT, self._plan_keys, list(schedule_ids))
+        return self._call("eval", CANCEL_SCRIPT, self.layout.plan_keys, list(schedule_ids))
 
     def run_script(self, script: str, keys: list[str], args: list[str]) -> defer.Deferred:
         """Evaluate a Lua script of another module's own btu_scheduler: keys (ownership.py)."""
@@ -198,12 +193,12 @@ class ScheduleStore:
         """Remove those of `members` that are not the planned member of their schedule."""
         if not members:
             return defer.succeed(0)
-        return self._call("eval", STRAYS_SCRIPT, self._plan_keys, list(members))
+        return self._call("eval", STRAYS_SCRIPT, self.layout.plan_keys, list(members))
 
     def scan_strays(self, cursor: int, count: int) -> defer.Deferred:
         """Remove the strays among about `count` members from ZSCAN `cursor` on (0 starts a scan);
         fires with (next cursor, 0 when done; IDs named by the removed members)."""
-        d = self._call("eval", STRAYS_PAGE_SCRIPT, self._plan_keys, [str(cursor), str(count)])
+        d = self._call("eval", STRAYS_PAGE_SCRIPT, self.layout.plan_keys, [str(cursor), str(count)])
         return d.addCallback(_page)
 
     def scan_planned(self, cursor: int, count: int) -> defer.Deferred:

@@ -44,6 +44,11 @@ class KeyLayout:
         return self.prefix + "planned"
 
     @property
+    def plan_keys(self) -> list[str]:
+        """The keys every plan script takes, in order: the schedule set and the planned map."""
+        return [self.schedule_key, self.planned_key]
+
+    @property
     def last_fire_prefix(self) -> str:
         return self.prefix + "last_fire:"
 
