@@ -156,8 +156,9 @@ class Planner(service.Service):
             rows = yield reading
             outcomes = yield self._write(ids, rows)
         except Exception as e:
-            self._failed(e, len(batch))
-            self._retry_later(ids)
+            if self.running:  # one cut off by stopping is planned by the next start's refresh
+                self._failed(e, len(batch))
+                self._retry_later(ids)
             outcomes = {schedule_id: Outcome(schedule_id, reason=f"planning failed, will retry ({e})")
                         for schedule_id in ids}
         else:

@@ -47,6 +47,16 @@ class PlannerTests(unittest.TestCase):
         self.assertEqual(self.store.zset, {f"TS-1|{T0 + 300}": T0 + 300, f"TS-2|{T0 + 15 * 3600}": T0 + 15 * 3600})
         self.assertEqual(self.poked, [T0 + 300])
 
+    def test_a_batch_cut_off_by_stopping_is_not_retried_later(self):
+        """Stopping while a batch's rows are being read cancels the read; that is no failure to
+        retry, so no timer outlives the service (the next start's refresh plans them)."""
+        self.source.read = lambda ids: defer.Deferred()  # SQL that has not answered yet
+        self.queue.put_many(["TS-1"])
+        self.run_queue()
+        self.planner.stopService()
+        self.run_queue()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_reads_rows_on_the_id_strings_it_holds(self):
         """An ID the row cache holds is read from the source with the cache's own string, not the
         queue's equal copy, so a source that builds rows on it leaves one copy of each ID."""
